@@ -1,0 +1,1 @@
+"""Exception hierarchy; messages follow the Go errors of containers/storage."""
