@@ -7,6 +7,20 @@ private.
 from __future__ import annotations
 
 from layerstore import errors
+from layerstore.archive import Change, ChangeKind, Compression
+from layerstore.drivers.base import MountOptions
+from layerstore.idtools import IDMap
+from layerstore.layer import Layer
+from layerstore.store import LayerStore
 
-__all__ = ["errors"]
+__all__ = [
+    "Change",
+    "ChangeKind",
+    "Compression",
+    "IDMap",
+    "Layer",
+    "LayerStore",
+    "MountOptions",
+    "errors",
+]
 __version__ = "0.1.0"

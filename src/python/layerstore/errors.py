@@ -104,3 +104,58 @@ __all__ = [
     "StoreIsReadOnly",
     "UnsafePath",
 ]
+
+
+class InvalidOption(LayerStoreError, ValueError):
+    """A driver or store option that cannot be parsed."""
+
+    message = "invalid option"
+
+
+class InvalidLayerID(LayerStoreError, ValueError):
+    """An id that cannot name a layer directory (empty, ``.``, ``..``, ``/`` or NUL)."""
+
+    message = "invalid layer ID"
+
+
+class InvalidDigest(LayerStoreError, ValueError):
+    """A digest string go-digest rejects; the message is go-digest's."""
+
+    message = "invalid checksum digest format"
+
+
+class InvalidFlagValue(LayerStoreError, TypeError):
+    message = "flag value is not a JSON value"
+
+
+class StoreClosed(LayerStoreError, ValueError):
+    message = "layer store is closed"
+
+
+__all__ += [
+    "InvalidDigest",
+    "InvalidFlagValue",
+    "InvalidLayerID",
+    "InvalidOption",
+    "StoreClosed",
+]
+
+
+class ChecksumMismatch(InvalidArchive):
+    """A layer file no longer matches the CRC-64 its tar-split entry recorded (diff)."""
+
+    message = "file integrity checksum failed"
+
+
+__all__ += ["ChecksumMismatch"]
+
+
+class LayerUsedByImage(LayerStoreError, PermissionError):
+    message = "layer is in use by an image"
+
+
+class LayerUsedByContainer(LayerStoreError, PermissionError):
+    message = "layer is in use by a container"
+
+
+__all__ += ["LayerUsedByContainer", "LayerUsedByImage"]

@@ -1,0 +1,140 @@
+"""The graph-driver protocol every driver implements (containers/storage's ``Driver``).
+
+A driver owns the layers' filesystem trees under its home ``G/<name>``; the layer store
+owns the records. The store calls only what is listed here, so a new driver is one new
+module registered in :mod:`layerstore.drivers`, with no edits elsewhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from layerstore.idtools import IDMap
+
+__all__ = ["Driver", "MountOptions", "remove_tree"]
+
+
+@dataclass(frozen=True, slots=True)
+class MountOptions:
+    """What a mount asks of the driver: the SELinux label and mount options."""
+
+    mount_label: str = ""
+    options: tuple[str, ...] = field(default_factory=tuple)
+
+
+@runtime_checkable
+class Driver(Protocol):
+    """A graph driver. Ids are full layer ids; paths are absolute.
+
+    Locking: the layer store calls every method with its layers lock held (shared for
+    ``exists``/``layer_dir``/``status``/``list_layers``, exclusive otherwise).
+    """
+
+    name: str
+    """The driver's own name, which also prefixes the store directories (``vfs``)."""
+    home: str
+    """``G/<name>``."""
+
+    def create(
+        self,
+        id: str,
+        parent: str | None,
+        *,
+        mount_label: str = "",
+        uid_map: Sequence[IDMap] = (),
+        gid_map: Sequence[IDMap] = (),
+        storage_opt: Mapping[str, str] | None = None,
+        writeable: bool = False,
+    ) -> None:
+        """Make the layer's tree: empty, or starting as its parent's content."""
+        ...
+
+    def create_from_template(
+        self,
+        id: str,
+        template: str,
+        *,
+        parent: str | None,
+        mount_label: str = "",
+        uid_map: Sequence[IDMap] = (),
+        gid_map: Sequence[IDMap] = (),
+        storage_opt: Mapping[str, str] | None = None,
+        writeable: bool = False,
+    ) -> None:
+        """Make the layer's tree as a copy of ``template``'s (whose parent is ``parent``)."""
+        ...
+
+    def remove(self, id: str) -> None:
+        """Delete the layer's tree; no error when it is already gone."""
+        ...
+
+    def exists(self, id: str) -> bool:
+        """Whether the layer's tree exists."""
+        ...
+
+    def get(self, id: str, options: MountOptions) -> str:
+        """Make the layer's root filesystem available (mount it) and return its path."""
+        ...
+
+    def put(self, id: str) -> None:
+        """Release what :meth:`get` did (unmount)."""
+        ...
+
+    def layer_dir(self, id: str) -> str:
+        """The directory that holds the layer's own files (the diff target)."""
+        ...
+
+    def list_layers(self) -> list[str]:
+        """Ids of every layer tree the driver has, recorded or not."""
+        ...
+
+    def status(self) -> list[tuple[str, str]]:
+        """Driver status pairs, as Go's ``Status()``."""
+        ...
+
+    def update_id_map(
+        self,
+        id: str,
+        old_uid_map: Sequence[IDMap],
+        old_gid_map: Sequence[IDMap],
+        new_uid_map: Sequence[IDMap],
+        new_gid_map: Sequence[IDMap],
+        mount_label: str = "",
+    ) -> None:
+        """Re-own the layer's files from the old ID mappings to the new ones."""
+        ...
+
+
+def remove_tree(path: str) -> None:
+    """Go's ``os.RemoveAll``: ``path`` is gone afterwards (no error when it already
+    was), whatever the permissions of the directories inside."""
+
+    def fix_and_retry(func: Callable[..., Any], p: str, exc: BaseException) -> None:
+        if isinstance(exc, FileNotFoundError):
+            return
+        with contextlib.suppress(OSError):
+            os.chmod(os.path.dirname(p), 0o700)
+        with contextlib.suppress(OSError):
+            if os.path.isdir(p) and not os.path.islink(p):
+                os.chmod(p, 0o700)
+        func(p)
+
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(path)
+        return
+    import shutil  # lazily: only deletions need it
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=fix_and_retry)
+    else:
+        shutil.rmtree(path, onerror=lambda f, p, info: fix_and_retry(f, p, info[1]))

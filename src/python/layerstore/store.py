@@ -1,0 +1,1632 @@
+"""The layer store: records, indexes, the lock protocol and every metadata operation.
+
+On disk it is containers/storage's layer store (SPEC.md §1-§3, §9), shared live with the
+Go code:
+
+* ``G/<D>-layers/layers.json`` (stable), ``volatile-layers.json`` (in ``R/<D>-layers``
+  for transient stores, never fsynced) and, with an image root ``I``,
+  ``I/<D>-layers/layers.json``; ``R/<D>-layers/mountpoints.json`` for mount counts.
+* Locks (fcntl, one fd per path per process, see :mod:`layerstore.lockfile`):
+  ``layers.lock`` (plus ``I/<D>-layers/layers.lock``) and then, nested inside it,
+  ``R/<D>-layers/mountpoints.lock``.
+
+Locking protocol. Each public call takes the layers lock it needs: shared for reads,
+exclusive for writes; ``reading()`` / ``writing()`` hold it across several calls and are
+reentrant (a write inside ``reading()`` is a RuntimeError: there is no upgrade, Go would
+deadlock). On taking it, the store reloads when the layers token, the mtime of any
+layers JSON file, or (read-write stores) the mountpoints token changed. A reader that
+finds something only a writer may repair (incomplete layers, a name on two layers)
+releases its lock, takes the exclusive lock, repairs and saves, and retries (3 times).
+Saving records a new token in the lock file(s) *before* writing the JSON atomically,
+remembers the new mtimes, then does the same for mountpoints.json.
+
+Threads: one store object serialises its users with a mutex held for the whole call or
+batch; separate store objects on the same directory exclude each other through the
+shared in-process lock of :class:`~layerstore.lockfile.LockFile`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import json
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import replace as dc_replace
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Final
+
+from layerstore import errors
+from layerstore.atomic import AtomicWriter, atomic_write
+from layerstore.drivers import Driver, MountOptions, canonical_name, make_driver
+from layerstore.drivers.base import remove_tree
+from layerstore.idtools import IDMap
+from layerstore.layer import (
+    INCOMPLETE_FLAG,
+    Layer,
+    LayerRecord,
+    _go_generic,
+    decode_layers,
+    decode_mounts,
+    encode_layers,
+    encode_mounts,
+    now_created,
+)
+from layerstore.lockfile import LockFile
+
+if TYPE_CHECKING:
+    from layerstore import _native
+
+__all__ = ["LayerStore", "big_data_file_name"]
+
+log = logging.getLogger(__name__)
+
+STABLE: Final = 1
+VOLATILE: Final = 2
+IMAGE_STORE: Final = 4
+_LOCATIONS: Final = (STABLE, VOLATILE, IMAGE_STORE)
+_MAX_RELOAD_TRIES: Final = 3
+_COPY_CHUNK: Final = 1 << 20
+
+BigDataSource = bytes | bytearray | memoryview | IO[bytes]
+
+
+def _q(text: str) -> str:
+    """Go's ``%q`` closely enough for messages."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def big_data_file_name(key: str) -> str:
+    """Go's ``makeBigDataBaseName`` (SPEC.md §1.3), quirk included: the scan stops at
+    the first rune that is multi-byte or not ``[.0-9a-z]``; only when something follows
+    it is the name ``"=" + base64(key)``."""
+    for i, ch in enumerate(key):
+        if ch == "." or "0" <= ch <= "9" or "a" <= ch <= "z":
+            continue
+        if i + 1 < len(key):
+            raw = key.encode("utf-8", "surrogateescape")
+            return "=" + base64.b64encode(raw).decode("ascii")
+        break
+    return key
+
+
+def _dedupe(names: Iterable[str]) -> list[str]:
+    seen: set[str] = set()
+    out = []
+    for n in names:
+        if n not in seen:
+            seen.add(n)
+            out.append(n)
+    return out
+
+
+def _names_arg(names: Iterable[str], what: str) -> list[str]:
+    if isinstance(names, str | bytes):
+        raise TypeError(f"{what}: names must be a list of strings, not a single string")
+    out = list(names)
+    for n in out:
+        if not isinstance(n, str):
+            raise TypeError(f"{what}: name {n!r} is not a string")
+    return _dedupe(out)
+
+
+def _check_id(layer_id: str) -> None:
+    if not isinstance(layer_id, str):
+        raise TypeError(f"layer ID {layer_id!r} is not a string")
+    if layer_id in ("", ".", "..") or "/" in layer_id or "\0" in layer_id:
+        raise errors.InvalidLayerID(f"layer ID {_q(layer_id)}")
+
+
+def _random_id(in_use: Mapping[str, object]) -> str:
+    """Go's ``stringid.GenerateRandomID``, redrawn while it collides (SPEC.md §7.2)."""
+    while True:
+        candidate = os.urandom(32).hex()
+        if candidate[:12].isdigit():
+            continue  # an all-decimal short id parses as a number; Go redraws
+        if candidate not in in_use:
+            return candidate
+
+
+_DIGEST_SIZES: Final = {"sha256": 64, "sha384": 96, "sha512": 128}
+
+
+def validate_digest(digest: str, context: str) -> None:
+    """go-digest's ``Digest.Validate``; InvalidDigest with its message."""
+    import re
+
+    i = digest.find(":") if isinstance(digest, str) else -1
+    if i <= 0 or i + 1 == len(digest):
+        raise errors.InvalidDigest(context)
+    algorithm, encoded = digest[:i], digest[i + 1 :]
+    size = _DIGEST_SIZES.get(algorithm)
+    if size is None:
+        if not re.fullmatch(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+", digest):
+            raise errors.InvalidDigest(context)
+        raise errors.InvalidDigest(context, message="unsupported digest algorithm")
+    if len(encoded) != size:
+        raise errors.InvalidDigest(context, message="invalid checksum digest length")
+    if not re.fullmatch(r"[a-f0-9]+", encoded):
+        raise errors.InvalidDigest(context)
+
+
+def _unescape_mountinfo(field: str) -> str:
+    if "\\" not in field:
+        return field
+    out = bytearray()
+    raw = field.encode("utf-8", "surrogateescape")
+    i = 0
+    while i < len(raw):
+        if raw[i] == 0x5C and i + 3 < len(raw) and raw[i + 1 : i + 4].isdigit():
+            out.append(int(raw[i + 1 : i + 4], 8))
+            i += 4
+        else:
+            out.append(raw[i])
+            i += 1
+    return out.decode("utf-8", "surrogateescape")
+
+
+def is_mount_point(path: str) -> bool:
+    """Whether ``path`` is a mount point of this process's mount namespace."""
+    if not path:
+        return False
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            for line in f:
+                fields = line.split(" ", 5)
+                if len(fields) > 4 and _unescape_mountinfo(fields[4]) == path:
+                    return True
+    except OSError:
+        return False
+    return False
+
+
+_open_stores: weakref.WeakSet[LayerStore] = weakref.WeakSet()
+
+
+def _reset_stores_after_fork() -> None:
+    for store in list(_open_stores):
+        store._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_reset_stores_after_fork)
+
+
+class LayerStore:
+    """A containers/storage layer store, read-write (the constructor) or read-only
+    (:meth:`read_only`). Every id argument is a full id, a name, or an unambiguous id
+    prefix. See the module docstring for the locking protocol.
+    """
+
+    # ----------------------------------------------------------------------------------
+    # construction
+
+    def __init__(
+        self,
+        graph_root: str | os.PathLike[str],
+        run_root: str | os.PathLike[str],
+        driver: str = "vfs",
+        driver_options: Sequence[str] = (),
+        image_root: str | os.PathLike[str] | None = None,
+        transient: bool = False,
+    ) -> None:
+        """Open (creating when needed) the read-write store ``graph_root``/``run_root``.
+
+        Locking: takes the exclusive layers lock while loading; incomplete layers left
+        by a crashed writer are deleted and duplicate names repaired (and saved) then.
+        """
+        graph = os.path.abspath(os.fspath(graph_root))
+        run = os.path.abspath(os.fspath(run_root))
+        name = canonical_name(driver)
+        for d in (graph, run):
+            os.makedirs(d, mode=0o700, exist_ok=True)
+        image = os.path.abspath(os.fspath(image_root)) if image_root is not None else None
+        drv = make_driver(driver, os.path.join(graph, name), driver_options, image_root=image)
+        layerdir = os.path.join(graph, f"{name}-layers")
+        rundir = os.path.join(run, f"{name}-layers")
+        os.makedirs(layerdir, mode=0o700, exist_ok=True)
+        os.makedirs(rundir, mode=0o700, exist_ok=True)
+        image_layerdir = os.path.join(image, f"{name}-layers") if image else None
+        if image_layerdir:
+            os.makedirs(image_layerdir, mode=0o700, exist_ok=True)
+        volatile_dir = rundir if transient else layerdir
+        self._setup(
+            read_write=True,
+            graph_root=graph,
+            run_root=run,
+            driver=drv,
+            layerdir=layerdir,
+            rundir=rundir,
+            json_paths=(
+                os.path.join(layerdir, "layers.json"),
+                os.path.join(volatile_dir, "volatile-layers.json"),
+                os.path.join(image_layerdir, "layers.json") if image_layerdir else None,
+            ),
+            locks=[
+                LockFile.get(os.path.join(layerdir, "layers.lock")),
+                *(
+                    [LockFile.get(os.path.join(image_layerdir, "layers.lock"))]
+                    if image_layerdir
+                    else []
+                ),
+            ],
+            mounts_lock=LockFile.get(os.path.join(rundir, "mountpoints.lock")),
+            transient=transient,
+            image_root=image,
+        )
+        with self.writing():
+            pass
+
+    @classmethod
+    def read_only(cls, graph_root: str | os.PathLike[str], driver: str = "vfs") -> LayerStore:
+        """Open the store under ``graph_root`` read-only (an additional image store).
+
+        Nothing is created or written; ``layers.lock`` is only ever read-locked. Every
+        write raises StoreIsReadOnly. Incomplete layers are listed, not deleted; a name
+        on two layers is a DuplicateLayerNames error.
+        """
+        graph = os.path.abspath(os.fspath(graph_root))
+        name = canonical_name(driver)
+        drv = make_driver(driver, os.path.join(graph, name), (), read_only=True)
+        layerdir = os.path.join(graph, f"{name}-layers")
+        self = cls.__new__(cls)
+        self._setup(
+            read_write=False,
+            graph_root=graph,
+            run_root=None,
+            driver=drv,
+            layerdir=layerdir,
+            rundir=None,
+            json_paths=(
+                os.path.join(layerdir, "layers.json"),
+                os.path.join(layerdir, "volatile-layers.json"),
+                None,
+            ),
+            locks=[_read_only_lock(os.path.join(layerdir, "layers.lock"))],
+            mounts_lock=None,
+            transient=False,
+            image_root=None,
+        )
+        with self.reading():
+            pass
+        return self
+
+    def _setup(
+        self,
+        *,
+        read_write: bool,
+        graph_root: str,
+        run_root: str | None,
+        driver: Driver,
+        layerdir: str,
+        rundir: str | None,
+        json_paths: tuple[str | None, str | None, str | None],
+        locks: list[LockFile],
+        mounts_lock: LockFile | None,
+        transient: bool,
+        image_root: str | None,
+    ) -> None:
+        self._rw = read_write
+        self.graph_root = graph_root
+        self.run_root = run_root
+        self.driver = driver
+        self.driver_name = driver.name
+        self.layerdir = layerdir
+        self.rundir = rundir
+        self.transient = transient
+        self.image_root = image_root
+        self._json_paths = json_paths
+        self._locks = locks
+        self._lock = locks[0]
+        self._mounts_lock = mounts_lock
+        self._mounts_path = os.path.join(rundir, "mountpoints.json") if rundir else ""
+        # in-memory state
+        self._records: list[LayerRecord] = []
+        self._byid: dict[str, LayerRecord] = {}
+        self._byname: dict[str, LayerRecord] = {}
+        self._bymount: dict[str, LayerRecord] = {}
+        self._index: _native.TruncIndex | None = None
+        self._digests: tuple[dict[str, list[LayerRecord]], ...] | None = None
+        self._last_write = b""
+        self._mounts_last_write: bytes | None = None
+        self._mounts_key: tuple[int, int, int, int] | None = None
+        self._mtimes: list[int | None] = [None, None, None]
+        self._loaded = False
+        # in-process serialisation
+        self._mutex = threading.RLock()
+        self._depth = 0
+        self._mode = ""
+        self._closed = False
+        _open_stores.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        # The child holds no fcntl locks (LockFile resets itself too), and a mutex
+        # copied while another thread held it would never be released.
+        self._mutex = threading.RLock()
+        self._depth = 0
+        self._mode = ""
+        self._loaded = False
+
+    def __repr__(self) -> str:
+        kind = "read-write" if self._rw else "read-only"
+        return f"<LayerStore {self.graph_root!r} {self.driver_name} {kind}>"
+
+    @property
+    def is_read_write(self) -> bool:
+        return self._rw
+
+    @property
+    def mounts_path(self) -> str:
+        """``R/<D>-layers/mountpoints.json`` ("" for read-only stores)."""
+        return self._mounts_path
+
+    # ----------------------------------------------------------------------------------
+    # lock protocol
+
+    @contextmanager
+    def reading(self) -> Iterator[LayerStore]:
+        """Hold the shared layers lock (fresh data) for the block; reentrant."""
+        self._enter("r")
+        try:
+            yield self
+        finally:
+            self._exit()
+
+    @contextmanager
+    def writing(self) -> Iterator[LayerStore]:
+        """Hold the exclusive layers lock (fresh data) for the block; reentrant.
+
+        StoreIsReadOnly on a read-only store; RuntimeError inside ``reading()``.
+        """
+        if not self._rw:
+            raise errors.StoreIsReadOnly(
+                f"not allowed to modify the layer store at {_q(self.layerdir)}"
+            )
+        self._enter("w")
+        try:
+            yield self
+        finally:
+            self._exit()
+
+    def _enter(self, mode: str) -> None:
+        """Start a call or batch: the store mutex, then (outermost) the layers lock."""
+        if self._closed:
+            raise errors.StoreClosed(repr(self))
+        self._mutex.acquire()
+        try:
+            if self._depth:
+                if mode == "w" and self._mode == "r":
+                    raise RuntimeError(
+                        "a write to the layer store inside reading(): use writing() for the "
+                        "whole batch (the shared lock cannot be upgraded)"
+                    )
+                self._depth += 1
+                return
+            if mode == "w":
+                self._start_writing()
+            else:
+                self._start_reading()
+            self._mode = mode
+            self._depth = 1
+        except BaseException:
+            self._mutex.release()
+            raise
+
+    def _exit(self) -> None:
+        """End a call or batch; the outermost releases the layers lock and the mutex."""
+        self._depth -= 1
+        if self._depth == 0:
+            try:
+                self._unlock_layers()
+            finally:
+                self._mode = ""
+                self._mutex.release()
+        else:
+            self._mutex.release()
+
+    def _lock_layers(self, mode: str) -> None:
+        taken: list[LockFile] = []
+        try:
+            for lock in self._locks:
+                if mode == "w":
+                    lock.lock()
+                else:
+                    lock.rlock()
+                taken.append(lock)
+        except BaseException:
+            for lock in reversed(taken):
+                lock.unlock()
+            raise
+
+    def _unlock_layers(self) -> None:
+        for lock in reversed(self._locks):
+            lock.unlock()
+
+    def _start_writing(self) -> None:
+        """Take the exclusive layers lock(s) and make the state fresh."""
+        self._lock_layers("w")
+        try:
+            self._mode = "w"
+            if self._layers_modified():
+                self._load(for_writing=True)
+            elif self._rw:
+                self._reload_mounts_if_changed(lock=True)
+        except BaseException:
+            self._mode = ""
+            self._unlock_layers()
+            raise
+
+    def _start_reading(self) -> None:
+        """Take the shared layers lock and make the state fresh (upgrading to repair)."""
+        self._lock_layers("r")
+        try:
+            self._mode = "r"
+            if not self._layers_modified():
+                # Readers look at mountpoints.json's identity first (a stat, no lock);
+                # the token is compared under the lock only when that changed.
+                if self._rw and self._mounts_file_key() != self._mounts_key:
+                    self._reload_mounts_if_changed(lock=True)
+                return
+            if self._load(for_writing=False):
+                return
+            # Something only a writer may repair: upgrade (release, write-lock, reload
+            # and save, then read-lock again), at most a few times.
+            for _ in range(_MAX_RELOAD_TRIES):
+                self._unlock_layers()
+                self._mode = ""
+                self._lock_layers("w")
+                try:
+                    self._mode = "w"
+                    if self._layers_modified():
+                        self._load(for_writing=True)
+                finally:
+                    self._mode = ""
+                    self._unlock_layers()
+                self._lock_layers("r")
+                self._mode = "r"
+                if not self._layers_modified() or self._load(for_writing=False):
+                    return
+            raise errors.CorruptStore(
+                f"layer store at {_q(self.layerdir)}",
+                message="an incomplete layer exists and can't be cleaned up",
+            )
+        except BaseException:
+            if self._mode:
+                self._unlock_layers()
+            self._mode = ""
+            raise
+
+    def _layers_modified(self) -> bool:
+        """Whether the layers token or any layers JSON mtime changed since our load.
+
+        Locking: requires the layers lock (shared or exclusive).
+        """
+        if not self._loaded:
+            return True
+        if self._lock.last_write() != self._last_write:
+            return True
+        for path, seen in zip(self._json_paths, self._mtimes, strict=True):
+            if path is None:
+                continue
+            try:
+                mtime: int | None = os.stat(path).st_mtime_ns
+            except FileNotFoundError:
+                mtime = None
+            if mtime != seen:
+                return True
+        return False
+
+    def _require_writing(self) -> None:
+        if self._mode != "w" or not self._lock.held_for_writing():
+            raise RuntimeError("internal error: layer store write without the exclusive lock")
+
+    # ----------------------------------------------------------------------------------
+    # load and save
+
+    def _load(self, *, for_writing: bool) -> bool:
+        """Read every layers JSON file and rebuild the state; False when only a writer
+        may go on (RW store, shared lock, incomplete layers or duplicate names).
+
+        Locking: requires the layers lock; exclusive when ``for_writing``.
+        """
+        token = self._lock.last_write()
+        records: list[LayerRecord] = []
+        mtimes: list[int | None] = [None, None, None]
+        byid: dict[str, LayerRecord] = {}
+        byname: dict[str, LayerRecord] = {}
+        fix_locations = 0
+        incomplete: list[LayerRecord] = []
+        rw = self._rw
+        for index, path in enumerate(self._json_paths):
+            if path is None:
+                continue
+            try:
+                with open(path, "rb") as f:
+                    mtimes[index] = os.fstat(f.fileno()).st_mtime_ns
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                raise OSError(e.errno, f"loading {_q(path)}: {e.strerror}", path) from e
+            objs, source = decode_layers(data, path)
+            location = _LOCATIONS[index]
+            for k, obj in enumerate(objs):
+                if type(obj) is not dict:
+                    raise errors.CorruptStore(
+                        f"loading {_q(path)}", message=f"layer record {k} is not an object"
+                    )
+                ident = obj.get("id")
+                if type(ident) is not str:
+                    if ident is not None:
+                        raise errors.CorruptStore(
+                            f"loading {_q(path)}", message=f"layer record {k}: id is not a string"
+                        )
+                    ident = obj["id"] = ""
+                if ident in byid:
+                    continue
+                rec = LayerRecord(obj, location, source, k)
+                byid[ident] = rec
+                records.append(rec)
+                names = obj.get("names")
+                if names:
+                    if type(names) is not list:
+                        raise errors.CorruptStore(
+                            f"loading {_q(path)}", message=f"layer {ident!r}: names is not a list"
+                        )
+                    for name in names:
+                        if type(name) is not str:
+                            raise errors.CorruptStore(
+                                f"loading {_q(path)}", message=f"layer {ident!r}: bad name {name!r}"
+                            )
+                        other = byname.get(name)
+                        if other is not None and other is not rec:
+                            if not rw:
+                                raise errors.DuplicateLayerNames(f"name {_q(name)}")
+                            other.replace(
+                                {**other.obj, "names": [n for n in other.names if n != name]}
+                            )
+                            fix_locations |= other.location
+                        byname[name] = rec
+                if rw:
+                    flags = obj.get("flags")
+                    if flags and type(flags) is dict and flags.get(INCOMPLETE_FLAG) is True:
+                        incomplete.append(rec)
+                        fix_locations |= location
+        if fix_locations and not for_writing:
+            return False
+        self._records = records
+        self._byid = byid
+        self._byname = byname
+        self._index = None
+        self._digests = None
+        self._bymount = {}
+        self._mtimes = mtimes
+        self._last_write = token
+        self._loaded = True
+        if rw:
+            self._reload_mounts_if_changed(lock=True, force=True)
+        if fix_locations:
+            failures = []
+            for rec in incomplete:
+                log.warning("Found incomplete layer %s, deleting it", _q(rec.obj["id"]))
+                try:
+                    self._delete_internal(rec)
+                except OSError as e:
+                    failures.append(f"deleting layer {_q(rec.obj['id'])}: {e}")
+            self._save(fix_locations)
+            if failures:
+                raise errors.LayerStoreError("; ".join(failures))
+        return True
+
+    def _reload_mounts_if_changed(self, *, lock: bool, force: bool = False) -> None:
+        """Re-read mountpoints.json when its token changed (or ``force``).
+
+        Locking: requires the layers lock; takes the shared mountpoints lock when
+        ``lock`` (else the caller holds the mountpoints lock).
+        """
+        mounts_lock = self._mounts_lock
+        if mounts_lock is None:
+            return
+        if lock:
+            mounts_lock.rlock()
+        try:
+            key = self._mounts_file_key()
+            token = mounts_lock.last_write()
+            if force or token != self._mounts_last_write:
+                self._load_mounts()
+                self._mounts_last_write = token
+            self._mounts_key = key
+        finally:
+            if lock:
+                mounts_lock.unlock()
+
+    def _load_mounts(self) -> None:
+        """Apply mountpoints.json to the records. Locking: requires the layers lock and
+        the mountpoints lock."""
+        path = self._mounts_path
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            data = b""
+        entries = decode_mounts(data, path)
+        for rec in self._bymount.values():
+            rec.mount_point, rec.mount_count = "", 0
+            rec.mounts_changed()
+        for rec in self._records:
+            if rec.mount_point or rec.mount_count:
+                rec.mount_point, rec.mount_count = "", 0
+                rec.mounts_changed()
+        bymount: dict[str, LayerRecord] = {}
+        for ident, mount, count in entries:
+            if not mount:
+                continue
+            found = self._lookup(ident)
+            if found is not None:
+                rec = found
+                bymount[mount] = rec
+                rec.mount_point, rec.mount_count = mount, count
+                rec.mounts_changed()
+        self._bymount = bymount
+
+    def _save(self, locations: int) -> None:
+        """Write the layers file of each location in ``locations`` and mountpoints.json.
+
+        Locking: requires the exclusive layers lock; takes the exclusive mountpoints lock.
+        Every file is encoded (and validated) before anything is written; tokens are
+        recorded before the JSON.
+        """
+        if not self._rw:
+            raise errors.StoreIsReadOnly(
+                f"not allowed to modify the layer store at {_q(self.layerdir)}"
+            )
+        self._require_writing()
+        assert self._mounts_lock is not None
+        with self._mounts_lock.writing():
+            self._reload_mounts_if_changed(lock=False)
+            payloads = []
+            for index, path in enumerate(self._json_paths):
+                location = _LOCATIONS[index]
+                if path is None or not locations & location:
+                    continue
+                subset = [r for r in self._records if r.location == location]
+                payloads.append((index, path, encode_layers(subset, path)))
+            token = b""
+            for lock in self._locks:
+                written = lock.record_write()
+                token = token or written
+            self._last_write = token
+            for index, path, data in payloads:
+                os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+                sync = _LOCATIONS[index] != VOLATILE
+                self._mtimes[index] = atomic_write(path, data, mode=0o600, sync=sync)
+            self._save_mounts_locked()
+
+    def _save_mounts_locked(self) -> None:
+        """Write mountpoints.json. Locking: requires the exclusive mountpoints lock."""
+        assert self._mounts_lock is not None
+        if not self._mounts_lock.held_for_writing():
+            raise RuntimeError("internal error: mountpoints.json saved without its lock")
+        data = encode_mounts(
+            (r.obj["id"], r.mount_point, r.mount_count)
+            for r in self._records
+            if r.mount_point and r.mount_count > 0
+        )
+        os.makedirs(os.path.dirname(self._mounts_path), mode=0o700, exist_ok=True)
+        self._mounts_last_write = self._mounts_lock.record_write()
+        atomic_write(self._mounts_path, data, mode=0o600)
+        self._mounts_key = self._mounts_file_key()
+
+    def _mounts_file_key(self) -> tuple[int, int, int, int] | None:
+        """Identity of mountpoints.json (inode, size, mtime, ctime); None when absent."""
+        try:
+            st = os.stat(self._mounts_path)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    # ----------------------------------------------------------------------------------
+    # indexes
+
+    def _lookup(self, key: str) -> LayerRecord | None:
+        """Exact id, then name, then unique id prefix (SPEC.md §7.1).
+
+        Locking: requires the layers lock (shared or exclusive).
+        """
+        rec = self._byid.get(key)
+        if rec is not None:
+            return rec
+        rec = self._byname.get(key)
+        if rec is not None:
+            return rec
+        if not key or not isinstance(key, str):
+            return None
+        index = self._index
+        if index is None:
+            from layerstore._native import TruncIndex  # lazily: most calls never need it
+
+            index = self._index = TruncIndex(list(self._byid))
+        try:
+            return self._byid.get(index.get(key))
+        except (KeyError, ValueError):
+            return None
+
+    def _require(self, key: str, context: str | None = None) -> LayerRecord:
+        """The record ``key`` resolves to, else LayerUnknown. Locking: requires the layers lock."""
+        if not isinstance(key, str):
+            raise TypeError(f"layer id {key!r} is not a string")
+        rec = self._lookup(key)
+        if rec is None:
+            raise errors.LayerUnknown(context if context is not None else f"layer {_q(key)}")
+        return rec
+
+    def _digest_maps(self) -> tuple[dict[str, list[LayerRecord]], ...]:
+        """Digest indexes, built on first use. Locking: requires the layers lock."""
+        maps = self._digests
+        if maps is None:
+            compressed: dict[str, list[LayerRecord]] = {}
+            uncompressed: dict[str, list[LayerRecord]] = {}
+            toc: dict[str, list[LayerRecord]] = {}
+            for rec in self._records:
+                obj = rec.obj
+                for key, target in (
+                    ("compressed-diff-digest", compressed),
+                    ("diff-digest", uncompressed),
+                    ("toc-digest", toc),
+                ):
+                    d = obj.get(key)
+                    if d:
+                        target.setdefault(d, []).append(rec)
+            maps = self._digests = (compressed, uncompressed, toc)
+        return maps
+
+    def _add_to_indexes(self, rec: LayerRecord) -> None:
+        """Locking: requires the exclusive layers lock."""
+        ident = rec.obj["id"]
+        self._records.append(rec)
+        self._byid[ident] = rec
+        for name in rec.names:
+            self._byname[name] = rec
+        if self._index is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._index.add(ident)
+        self._digests = None
+
+    def _drop_from_indexes(self, rec: LayerRecord) -> None:
+        """Locking: requires the exclusive layers lock."""
+        ident = rec.obj["id"]
+        self._byid.pop(ident, None)
+        for name in rec.names:
+            if self._byname.get(name) is rec:
+                del self._byname[name]
+        if self._index is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._index.delete(ident)
+        if rec.mount_point and self._bymount.get(rec.mount_point) is rec:
+            del self._bymount[rec.mount_point]
+        self._digests = None
+        with contextlib.suppress(ValueError):
+            self._records.remove(rec)
+
+    # ----------------------------------------------------------------------------------
+    # paths
+
+    def _tspath(self, layer_id: str) -> str:
+        return os.path.join(self.layerdir, layer_id + ".tar-split.gz")
+
+    def _datadir(self, layer_id: str) -> str:
+        return os.path.join(self.layerdir, layer_id)
+
+    def _datapath(self, layer_id: str, key: str) -> str:
+        return os.path.join(self._datadir(layer_id), big_data_file_name(key))
+
+    def _ro_error(self, verb: str, where: str | None = None) -> errors.StoreIsReadOnly:
+        return errors.StoreIsReadOnly(f"not allowed to {verb} at {_q(where or self.layerdir)}")
+
+    def _snap(self, rec: LayerRecord) -> Layer:
+        return rec.snapshot(not self._rw, self.layerdir)
+
+    # ----------------------------------------------------------------------------------
+    # reads
+
+    def get(self, id: str) -> Layer:
+        """The layer ``id`` (id, name or prefix); LayerUnknown. Locking: shared."""
+        with self.reading():
+            return self._snap(self._require(id))
+
+    def exists(self, id: str) -> bool:
+        """Whether ``id`` resolves to a layer. Locking: shared."""
+        with self.reading():
+            return isinstance(id, str) and self._lookup(id) is not None
+
+    def layers(self) -> list[Layer]:
+        """Every layer, in creation (file) order. Locking: shared."""
+        with self.reading():
+            ro = not self._rw
+            src = self.layerdir
+            return [rec.snapshot(ro, src) for rec in self._records]
+
+    def ids(self) -> list[str]:
+        """Every layer id, in creation order (cheaper than :meth:`layers`). Locking: shared."""
+        with self.reading():
+            return [rec.obj["id"] for rec in self._records]
+
+    def size(self, id: str) -> int:
+        """``diff-size`` when the layer has a diff or TOC digest, else -1 (Go's rule).
+
+        Locking: shared.
+        """
+        with self.reading():
+            obj = self._require(id).obj
+            if obj.get("toc-digest") or obj.get("diff-digest"):
+                return int(obj.get("diff-size") or 0)
+            return -1
+
+    def metadata(self, id: str) -> str:
+        """The layer's free-form metadata. Locking: shared."""
+        with self.reading():
+            return str(self._require(id).obj.get("metadata") or "")
+
+    def big_data_names(self, id: str) -> list[str]:
+        """Keys of the layer's big-data items, in insertion order. Locking: shared."""
+        with self.reading():
+            rec = self._lookup(id) if isinstance(id, str) else None
+            if rec is None:
+                raise errors.LayerUnknown(
+                    f"locating layer with ID {_q(str(id))} to retrieve bigdata names",
+                    message="image not known",
+                )
+            return rec.big_data_names
+
+    def big_data(self, id: str, key: str) -> BinaryIO:
+        """An open binary file of big-data item ``key`` (FileNotFoundError when there is
+        no such item). The caller closes it. Locking: shared, while opening."""
+        if key == "":
+            raise errors.InvalidBigDataName("can't retrieve layer big data value for empty name")
+        _check_big_data_key(key)
+        with self.reading():
+            rec = self._require(id, f"locating layer with ID {_q(id)}")
+            return open(self._datapath(rec.obj["id"], key), "rb")
+
+    def layers_by_compressed_digest(self, digest: str) -> list[Layer]:
+        """Layers whose compressed digest is ``digest``; LayerUnknown when none.
+
+        Locking: shared."""
+        validate_digest(digest, f"looking for compressed layers matching digest {_q(str(digest))}")
+        return self._by_digest(0, digest)
+
+    def layers_by_uncompressed_digest(self, digest: str) -> list[Layer]:
+        """Layers whose diff digest is ``digest``; LayerUnknown when none. Locking: shared."""
+        validate_digest(digest, f"looking for layers matching digest {_q(str(digest))}")
+        return self._by_digest(1, digest)
+
+    def layers_by_toc_digest(self, digest: str) -> list[Layer]:
+        """Layers whose TOC digest is ``digest``; LayerUnknown when none. Locking: shared."""
+        validate_digest(digest, f"looking for TOC matching digest {_q(str(digest))}")
+        return self._by_digest(2, digest)
+
+    def _by_digest(self, which: int, digest: str) -> list[Layer]:
+        """Locking: shared."""
+        with self.reading():
+            found = self._digest_maps()[which].get(digest, [])
+            if not found:
+                raise errors.LayerUnknown(f"layers with digest {_q(digest)}")
+            return [self._snap(r) for r in found]
+
+    def status(self) -> list[tuple[str, str]]:
+        """The driver's status pairs. Locking: none."""
+        return list(self.driver.status())
+
+    def layer_dir(self, id: str) -> str:
+        """The directory holding the layer's own files. Locking: shared."""
+        with self.reading():
+            return self.driver.layer_dir(self._require(id).obj["id"])
+
+    def parent_owners(self, id: str) -> tuple[list[int], list[int]]:
+        """Host uids/gids owning the directories above the layer's mount point that its
+        ID maps cannot map (Go's ``ParentOwners``). Locking: shared."""
+        with self.reading():
+            rec = self._require(id)
+            snap = self._snap(rec)
+            if not snap.uid_map and not snap.gid_map:
+                return [], []
+            if not snap.parent:
+                return [], []
+            uid_map, gid_map = snap.uid_map, snap.gid_map
+            root_uid = _to_host(0, uid_map)
+            root_gid = _to_host(0, gid_map)
+            if root_uid is None or root_gid is None:
+                raise errors.InvalidIDMapping(f"reading root ID values for layer {_q(snap.id)}")
+            where = snap.mount_point or self.driver.layer_dir(snap.id)
+            uids: set[int] = set()
+            gids: set[int] = set()
+            d = os.path.dirname(where)
+            while d not in ("", "/"):
+                for st in (os.stat(d), os.lstat(d)):
+                    if _to_container(st.st_uid, uid_map) is None:
+                        uids.add(st.st_uid)
+                    if _to_container(st.st_gid, gid_map) is None:
+                        gids.add(st.st_gid)
+                parent = os.path.dirname(d)
+                if parent == d:
+                    break
+                d = parent
+            return sorted(uids), sorted(gids)
+
+    def mounted(self, id: str) -> int:
+        """The recorded mount count (0 when not mounted). Locking: shared, plus the
+        shared mountpoints lock."""
+        if not self._rw:
+            raise errors.StoreIsReadOnly(
+                f"no mount information for layers at {_q(self.mounts_path)}"
+            )
+        with self.reading():
+            assert self._mounts_lock is not None
+            with self._mounts_lock.reading():
+                self._reload_mounts_if_changed(lock=False)
+                return self._require(id).mount_count
+
+    # ----------------------------------------------------------------------------------
+    # create
+
+    def create(
+        self,
+        id: str | None = None,
+        parent: str | None = None,
+        names: Iterable[str] = (),
+        mount_label: str = "",
+        options: Mapping[str, str] | None = None,
+        *,
+        template: str | None = None,
+        flags: Mapping[str, Any] | None = None,
+        uid_map: Sequence[IDMap] = (),
+        gid_map: Sequence[IDMap] = (),
+        big_data: Mapping[str, BigDataSource] | None = None,
+        volatile: bool = False,
+        writeable: bool = False,
+    ) -> tuple[Layer, int]:
+        """Create a layer; returns ``(layer, size)``, size -1 (no diff applied).
+
+        ``parent``/``template`` are resolved like any id. ID maps default to the
+        parent's. The record is saved with the ``incomplete`` flag first, then the big
+        data and the driver's tree are made, then the flag is cleared and saved again;
+        on any failure the layer is deleted. Errors: DuplicateID, DuplicateName,
+        LayerUnknown (parent/template), InvalidLayerID, InvalidBigDataName.
+
+        Locking: exclusive.
+        """
+        if not self._rw:
+            raise self._ro_error("create new layers")
+        if id is not None:
+            _check_id(id)
+        name_list = _names_arg(names, "creating a layer")
+        if not isinstance(mount_label, str):
+            raise TypeError(f"mount label {mount_label!r} is not a string")
+        flag_values = _flags_arg(flags)
+        items = dict(big_data or {})
+        for key in items:
+            if key == "":
+                raise errors.InvalidBigDataName("can't set empty name for layer big data item")
+            _check_big_data_key(key)
+        with self.writing():
+            return self._create_locked(
+                id,
+                parent,
+                name_list,
+                mount_label,
+                options,
+                template=template,
+                flags=flag_values,
+                uid_map=tuple(uid_map),
+                gid_map=tuple(gid_map),
+                big_data=items,
+                volatile=volatile,
+                writeable=writeable,
+            )
+
+    def _create_locked(
+        self,
+        layer_id: str | None,
+        parent: str | None,
+        names: list[str],
+        mount_label: str,
+        options: Mapping[str, str] | None,
+        *,
+        template: str | None,
+        flags: dict[str, Any],
+        uid_map: tuple[IDMap, ...],
+        gid_map: tuple[IDMap, ...],
+        big_data: dict[str, BigDataSource],
+        volatile: bool,
+        writeable: bool,
+        after_create: Callable[[LayerRecord], int] | None = None,
+    ) -> tuple[Layer, int]:
+        """Go's ``layerStore.create`` (SPEC.md §9.2).
+
+        ``after_create`` is the data-path seam: called with the record once the
+        driver's tree exists (and a template's tar-split file is copied), while the
+        record still carries ``incomplete``; it may fill the layer and update the
+        record (``rec.replace``), and returns the size reported to the caller. Any
+        exception from it deletes the layer, as every failure here does.
+
+        Locking: requires the exclusive layers lock.
+        """
+        self._require_writing()
+        if layer_id is None:
+            layer_id = _random_id(self._byid)
+        elif layer_id in self._byid:
+            raise errors.DuplicateID(f"layer ID {_q(layer_id)}")
+        for name in names:
+            if name in self._byname:
+                raise errors.DuplicateName(f"name {_q(name)}")
+        parent_rec = None
+        if parent:
+            parent_rec = self._require(parent, f"parent layer {_q(parent)}")
+        template_rec = None
+        template_ts: bytes | None = None
+        if template:
+            template_rec = self._require(template, f"template layer {_q(template)}")
+            try:
+                with open(self._tspath(template_rec.obj["id"]), "rb") as f:
+                    template_ts = f.read()
+            except FileNotFoundError:
+                template_ts = None
+        parent_snap = self._snap(parent_rec) if parent_rec else None
+        if not uid_map and parent_snap is not None:
+            uid_map = parent_snap.uid_map
+        if not gid_map and parent_snap is not None:
+            gid_map = parent_snap.gid_map
+
+        created, _ = now_created()
+        obj: dict[str, Any] = {
+            "id": layer_id,
+            "names": names,
+            "parent": parent_rec.obj["id"] if parent_rec else "",
+            "mountlabel": mount_label,
+            "created": created,
+            "flags": {**flags, INCOMPLETE_FLAG: True},
+            "uidmap": [m.to_json() for m in uid_map],
+            "gidmap": [m.to_json() for m in gid_map],
+        }
+        if template_rec is not None:
+            t = template_rec.obj
+            for key in (
+                "metadata",
+                "compressed-diff-digest",
+                "compressed-size",
+                "diff-digest",
+                "toc-digest",
+                "diff-size",
+                "compression",
+                "uidset",
+                "gidset",
+            ):
+                if t.get(key) is not None:
+                    obj[key] = t[key]
+        if volatile:
+            location = VOLATILE
+        elif not writeable and self._json_paths[2] is not None:
+            location = IMAGE_STORE
+        else:
+            location = STABLE
+        rec = LayerRecord({}, location)
+        rec.replace(obj)
+        self._add_to_indexes(rec)
+        size = -1
+        try:
+            self._save(location)
+            for key, data in big_data.items():
+                self._set_big_data(rec, key, data)
+            driver_args: dict[str, Any] = {
+                "mount_label": mount_label,
+                "uid_map": uid_map,
+                "gid_map": gid_map,
+                "storage_opt": options,
+                "writeable": writeable,
+            }
+            old: Layer | None
+            try:
+                if template_rec is not None:
+                    self.driver.create_from_template(
+                        layer_id,
+                        template_rec.obj["id"],
+                        parent=parent_rec.obj["id"] if parent_rec else None,
+                        **driver_args,
+                    )
+                    old = self._snap(template_rec)
+                else:
+                    self.driver.create(
+                        layer_id, parent_rec.obj["id"] if parent_rec else None, **driver_args
+                    )
+                    old = parent_snap
+            except errors.LayerStoreError as e:
+                what = _creating(layer_id, writeable, template_rec)
+                e.context = f"{what}: {e.context}" if e.context else what
+                e.args = (str(e),)
+                raise
+            except OSError as e:
+                what = _creating(layer_id, writeable, template_rec)
+                raise OSError(e.errno, f"{what}: {e.strerror}", e.filename) from e
+            if old is not None and (old.uid_map != uid_map or old.gid_map != gid_map):
+                self.driver.update_id_map(
+                    layer_id, old.uid_map, old.gid_map, uid_map, gid_map, mount_label
+                )
+            if template_ts:
+                atomic_write(self._tspath(layer_id), template_ts, mode=0o600)
+            if after_create is not None:
+                size = after_create(rec)
+            flags_now = dict(rec.flags)
+            flags_now.pop(INCOMPLETE_FLAG, None)
+            rec.replace({**rec.obj, "flags": flags_now})
+            self._digests = None
+            self._save(rec.location)
+        except BaseException:
+            try:
+                self._delete_internal(rec)
+                self._save(location)
+            except Exception as cleanup:  # keep the original error
+                log.error("cleaning up after a failed create of %s: %s", layer_id, cleanup)
+            raise
+        return self._snap(rec), size
+
+    # ----------------------------------------------------------------------------------
+    # names, metadata, flags
+
+    def set_names(self, id: str, names: Iterable[str]) -> None:
+        """Replace the layer's names; a name held by another layer moves here.
+
+        Locking: exclusive."""
+        self._update_names(id, names, "set")
+
+    def add_names(self, id: str, names: Iterable[str]) -> None:
+        """Add names (new ones first, as Go); a name held by another layer moves here.
+
+        Locking: exclusive."""
+        self._update_names(id, names, "add")
+
+    def remove_names(self, id: str, names: Iterable[str]) -> None:
+        """Remove the listed names from the layer. Locking: exclusive."""
+        self._update_names(id, names, "remove")
+
+    def _update_names(self, id: str, names: Iterable[str], op: str) -> None:
+        """Locking: exclusive."""
+        if not self._rw:
+            raise self._ro_error("change layer name assignments")
+        wanted = _names_arg(names, f"changing the names of layer {_q(str(id))}")
+        with self.writing():
+            rec = self._require(id)
+            old = rec.names
+            if op == "set":
+                new = wanted
+            elif op == "add":
+                new = _dedupe(wanted + old)
+            else:
+                new = [n for n in old if n not in wanted]
+            locations = rec.location
+            for name in old:
+                if self._byname.get(name) is rec:
+                    del self._byname[name]
+            for name in new:
+                other = self._byname.get(name)
+                if other is not None and other is not rec:
+                    other.replace({**other.obj, "names": [n for n in other.names if n != name]})
+                    locations |= other.location
+                self._byname[name] = rec
+            rec.replace({**rec.obj, "names": new})
+            self._save(locations)
+
+    def set_metadata(self, id: str, metadata: str) -> None:
+        """Replace the layer's metadata text. Locking: exclusive."""
+        if not self._rw:
+            raise self._ro_error("modify layer metadata")
+        if not isinstance(metadata, str):
+            raise TypeError(f"metadata must be a string, not {type(metadata).__name__}")
+        with self.writing():
+            rec = self._require(id)
+            rec.replace({**rec.obj, "metadata": metadata})
+            self._save(rec.location)
+
+    def set_flag(self, id: str, key: str, value: Any) -> None:
+        """Set flag ``key`` to a JSON value. Locking: exclusive."""
+        if not self._rw:
+            raise self._ro_error("set flags on layers")
+        value = _flags_arg({key: value})[key]
+        with self.writing():
+            rec = self._require(id)
+            rec.replace({**rec.obj, "flags": {**rec.flags, key: value}})
+            self._save(rec.location)
+
+    def clear_flag(self, id: str, key: str) -> None:
+        """Remove flag ``key`` (no error when it is not set). Locking: exclusive."""
+        if not self._rw:
+            raise self._ro_error("clear flags on layers")
+        with self.writing():
+            rec = self._require(id)
+            flags = dict(rec.flags)
+            flags.pop(key, None)
+            rec.replace({**rec.obj, "flags": flags})
+            self._save(rec.location)
+
+    # ----------------------------------------------------------------------------------
+    # big data
+
+    def set_big_data(self, id: str, key: str, data: BigDataSource) -> None:
+        """Store big-data item ``key`` (bytes or a binary file object, streamed into an
+        atomic writer). Locking: exclusive."""
+        if not self._rw:
+            raise self._ro_error("save data items associated with layers")
+        if key == "":
+            raise errors.InvalidBigDataName("can't set empty name for layer big data item")
+        _check_big_data_key(key)
+        with self.writing():
+            rec = self._require(id, f"locating layer with ID {_q(id)} to write bigdata")
+            self._set_big_data(rec, key, data)
+
+    def _set_big_data(self, rec: LayerRecord, key: str, data: BigDataSource) -> None:
+        """Locking: requires the exclusive layers lock."""
+        self._require_writing()
+        layer_id = rec.obj["id"]
+        os.makedirs(self._datadir(layer_id), mode=0o700, exist_ok=True)
+        writer = AtomicWriter(self._datapath(layer_id, key), mode=0o600)
+        try:
+            if isinstance(data, bytes | bytearray | memoryview):
+                writer.write(data)
+            else:
+                while True:
+                    chunk = data.read(_COPY_CHUNK)
+                    if not chunk:
+                        break
+                    writer.write(chunk)
+            writer.commit()
+        except OSError as e:
+            writer.abort()
+            raise OSError(
+                e.errno, f"copying contents for {_q(key)} for layer {_q(layer_id)}: {e.strerror}"
+            ) from e
+        except BaseException:
+            writer.abort()
+            raise
+        names = rec.big_data_names
+        if key not in names:
+            rec.replace({**rec.obj, "big-data-names": [*names, key]})
+            self._save(rec.location)
+
+    # ----------------------------------------------------------------------------------
+    # mounts
+
+    def mount(self, id: str, options: MountOptions | Sequence[str] | None = None) -> str:
+        """Mount the layer (vfs: nothing to mount) and count it; returns its path.
+
+        Locking: exclusive layers lock, then the exclusive mountpoints lock."""
+        opts = _mount_options(options)
+        if not self._rw:
+            if "ro" not in opts.options:
+                raise self._ro_error("update mount locations for layers", self.mounts_path)
+            raise self._ro_error("modify layer mount point records", self.mounts_path)
+        with self.writing():
+            assert self._mounts_lock is not None
+            with self._mounts_lock.writing():
+                self._reload_mounts_if_changed(lock=False)
+                rec = self._require(id)
+                if rec.mount_count > 0 and is_mount_point(rec.mount_point):
+                    rec.mount_count += 1
+                    rec.mounts_changed()
+                    self._save_mounts_locked()
+                    return rec.mount_point
+                if not opts.mount_label:
+                    opts = dc_replace(opts, mount_label=rec.obj.get("mountlabel") or "")
+                path = self.driver.get(rec.obj["id"], opts)
+                if rec.mount_point:
+                    self._bymount.pop(rec.mount_point, None)
+                rec.mount_point = os.path.normpath(path)
+                rec.mount_count += 1
+                rec.mounts_changed()
+                self._bymount[rec.mount_point] = rec
+                self._save_mounts_locked()
+                return path
+
+    def unmount(self, id: str, force: bool = False, conditional: bool = False) -> bool:
+        """Drop one mount (all with ``force``); ``id`` may also be the mount path.
+        Returns whether the layer is still mounted. LayerNotMounted when
+        ``conditional`` and it is not mounted.
+
+        Locking: exclusive layers lock, then the exclusive mountpoints lock."""
+        if not self._rw:
+            raise self._ro_error("update mount locations for layers", self.mounts_path)
+        with self.writing():
+            assert self._mounts_lock is not None
+            with self._mounts_lock.writing():
+                self._reload_mounts_if_changed(lock=False)
+                rec = self._lookup(id) if isinstance(id, str) else None
+                if rec is None and isinstance(id, str) and id:
+                    rec = self._bymount.get(os.path.normpath(id))
+                if rec is None:
+                    raise errors.LayerUnknown(f"layer {_q(str(id))}")
+                return self._unmount_locked(rec, force, conditional)
+
+    def _unmount_locked(self, rec: LayerRecord, force: bool, conditional: bool) -> bool:
+        """Locking: requires the exclusive layers and mountpoints locks."""
+        if conditional and rec.mount_count == 0:
+            raise errors.LayerNotMounted(f"layer {_q(rec.obj['id'])}")
+        if force:
+            rec.mount_count = 1
+        if rec.mount_count > 1:
+            rec.mount_count -= 1
+            rec.mounts_changed()
+            self._save_mounts_locked()
+            return True
+        with contextlib.suppress(FileNotFoundError):
+            self.driver.put(rec.obj["id"])
+        if rec.mount_point:
+            self._bymount.pop(rec.mount_point, None)
+        rec.mount_count = 0
+        rec.mount_point = ""
+        rec.mounts_changed()
+        self._save_mounts_locked()
+        return False
+
+    # ----------------------------------------------------------------------------------
+    # delete, wipe, garbage collection
+
+    def delete(self, id: str) -> None:
+        """Delete a layer that no other layer has as parent (LayerHasChildren).
+
+        Unmounts it, saves it flagged ``incomplete``, removes the driver's tree, the
+        tar-split file and the big-data directory, then drops the record and saves.
+        Locking: exclusive."""
+        if not self._rw:
+            raise self._ro_error("delete layers")
+        with self.writing():
+            rec = self._lookup(id) if isinstance(id, str) else None
+            if rec is None:
+                raise errors.LayerUnknown(
+                    f"layer {_q(str(id))}", message="identifier is not a layer"
+                )
+            layer_id = rec.obj["id"]
+            for other in self._records:
+                if other.obj.get("parent") == layer_id:
+                    raise errors.LayerHasChildren(f"used by layer {other.obj['id']}")
+            self._check_not_in_use(layer_id)
+            self._delete_locked(rec)
+
+    def _check_not_in_use(self, layer_id: str) -> None:
+        """Go's store-level checks: no image (top or mapped layer) and no container of
+        the Go image/container stores beside ours uses the layer.
+
+        Locking: requires the layers lock; takes images.lock, then containers.lock,
+        shared, when those stores exist (lock order of Go's writeToAllStores)."""
+        prefix = self.driver_name
+        images_dir = os.path.join(self.graph_root, f"{prefix}-images")
+        containers_lock_dir = os.path.join(
+            self.run_root if self.transient and self.run_root else self.graph_root,
+            f"{prefix}-containers",
+        )
+        containers_json = os.path.join(self.graph_root, f"{prefix}-containers", "containers.json")
+        checks = (
+            (images_dir, os.path.join(images_dir, "images.json"), "images.lock", "image"),
+            (containers_lock_dir, containers_json, "containers.lock", "container"),
+        )
+        for lock_dir, path, lock_name, kind in checks:
+            if not os.path.exists(path):
+                continue
+            with LockFile.get(os.path.join(lock_dir, lock_name)).reading():
+                try:
+                    with open(path, "rb") as f:
+                        entries = json.loads(f.read() or b"[]") or []
+                except (OSError, ValueError) as e:
+                    raise errors.CorruptStore(f"loading {_q(path)}: {e}") from None
+            for entry in entries if isinstance(entries, list) else []:
+                if not isinstance(entry, dict):
+                    continue
+                users = [entry.get("layer")]
+                if kind == "image":
+                    users += list(entry.get("mapped-layers") or [])
+                if layer_id in users:
+                    where = f"layer {layer_id} used by {kind} {entry.get('id')}"
+                    if kind == "image":
+                        raise errors.LayerUsedByImage(where)
+                    raise errors.LayerUsedByContainer(where)
+
+    def _delete_locked(self, rec: LayerRecord) -> None:
+        """Go's ``layerStore.Delete``. Locking: requires the exclusive layers lock."""
+        self._require_writing()
+        if rec.mount_count > 0 or rec.mount_point or self._mounts_lock is not None:
+            assert self._mounts_lock is not None
+            with self._mounts_lock.writing():
+                self._reload_mounts_if_changed(lock=False)
+                while True:
+                    try:
+                        self._unmount_locked(rec, False, True)
+                    except errors.LayerNotMounted:
+                        break
+        location = rec.location
+        self._delete_internal(rec)
+        self._save(location)
+
+    def _delete_internal(self, rec: LayerRecord) -> None:
+        """Flag (and save), remove the files, drop the record (not saved).
+
+        Locking: requires the exclusive layers lock."""
+        self._require_writing()
+        layer_id = rec.obj["id"]
+        if not rec.incomplete:
+            rec.replace({**rec.obj, "flags": {**rec.flags, INCOMPLETE_FLAG: True}})
+            self._save(rec.location)
+        self._remove_files(layer_id)
+        self._drop_from_indexes(rec)
+
+    def _remove_files(self, layer_id: str) -> None:
+        """Remove the driver's tree, tar-split file and big-data dir of ``layer_id``.
+
+        Locking: requires the exclusive layers lock."""
+        self.driver.remove(layer_id)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._tspath(layer_id))
+        _remove_dir(self._datadir(layer_id))
+
+    def wipe(self) -> None:
+        """Delete every layer, newest ``created`` first, then every driver tree left.
+
+        All records are flagged ``incomplete`` in one save first (so a crash finishes
+        the job at the next load), and the emptied files are saved once at the end.
+        Locking: exclusive."""
+        if not self._rw:
+            raise self._ro_error("delete layers")
+        with self.writing():
+            order = sorted(
+                reversed(self._records), key=lambda r: r.created_ns(self.layerdir), reverse=True
+            )
+            locations = 0
+            for rec in order:
+                locations |= rec.location
+                if not rec.incomplete:
+                    rec.replace({**rec.obj, "flags": {**rec.flags, INCOMPLETE_FLAG: True}})
+            if order:
+                self._save(locations)
+            mounted = [r for r in order if r.mount_count > 0 or r.mount_point]
+            if mounted:
+                assert self._mounts_lock is not None
+                with self._mounts_lock.writing():
+                    self._reload_mounts_if_changed(lock=False)
+                    for rec in mounted:
+                        while True:
+                            try:
+                                self._unmount_locked(rec, False, True)
+                            except errors.LayerNotMounted:
+                                break
+            try:
+                for rec in order:
+                    self._remove_files(rec.obj["id"])
+                    self._drop_from_indexes(rec)
+            finally:
+                if order:
+                    self._save(locations)
+            for layer_id in self.driver.list_layers():
+                self.driver.remove(layer_id)
+
+    def garbage_collect(self) -> None:
+        """Remove driver trees, tar-split files and big-data dirs that no record owns.
+
+        Locking: exclusive."""
+        if not self._rw:
+            raise self._ro_error("delete layers")
+        with self.writing():
+            for layer_id in self.driver.list_layers():
+                if layer_id in self._byid:
+                    continue
+                self._remove_files(layer_id)
+
+    def put_additional_layer(
+        self, id: str, parent: str | None, names: Iterable[str], additional_layer: object
+    ) -> Layer:
+        """Additional layer stores are not supported yet (NotSupported)."""
+        raise errors.NotSupported("additional layer stores")
+
+    # ----------------------------------------------------------------------------------
+    # lifetime
+
+    def close(self) -> None:
+        """Forget the in-memory state; later calls raise StoreClosed. Holds no lock."""
+        with self._mutex:
+            if self._depth:
+                raise RuntimeError("close() inside reading()/writing()")
+            self._closed = True
+            self._records = []
+            self._byid = {}
+            self._byname = {}
+            self._bymount = {}
+            self._index = None
+            self._digests = None
+
+    def __enter__(self) -> LayerStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------------------
+# helpers
+
+
+def _creating(layer_id: str, writeable: bool, template: LayerRecord | None) -> str:
+    """Go's wrapping of driver errors at create."""
+    if template is not None:
+        return f"creating copy of template layer {_q(template.obj['id'])} with ID {_q(layer_id)}"
+    kind = "read-write" if writeable else "read-only"
+    return f"creating {kind} layer with ID {_q(layer_id)}"
+
+
+def _check_big_data_key(key: str) -> None:
+    if not isinstance(key, str):
+        raise TypeError(f"big data key {key!r} is not a string")
+    if key in (".", ".."):
+        raise errors.InvalidBigDataName(f"big data key {_q(key)}")
+
+
+def _flags_arg(flags: Mapping[str, Any] | None) -> dict[str, Any]:
+    if not flags:
+        return {}
+    out = {}
+    for key, value in flags.items():
+        if not isinstance(key, str):
+            raise errors.InvalidFlagValue(f"flag {key!r}", message="flag names must be strings")
+        try:
+            out[key] = _go_generic(value, f"flag {_q(key)}")
+        except (TypeError, ValueError) as e:
+            raise errors.InvalidFlagValue(f"flag {_q(key)}: {e}") from None
+    return out
+
+
+def _read_only_lock(path: str) -> LockFile:
+    """The lock of a read-only store: read-only, unless this process already has the
+    path as a read-write lock (one LockFile per path), which is then only read-locked."""
+    try:
+        return LockFile.get(path, read_only=True)
+    except ValueError:
+        return LockFile.get(path)
+
+
+def _mount_options(options: MountOptions | Sequence[str] | None) -> MountOptions:
+    if options is None:
+        return MountOptions()
+    if isinstance(options, MountOptions):
+        return options
+    if isinstance(options, str):
+        raise TypeError("mount options must be a list of strings, not a single string")
+    return MountOptions(options=tuple(options))
+
+
+def _to_host(value: int, maps: Sequence[IDMap]) -> int | None:
+    if not maps:
+        return value
+    for m in maps:
+        if m.container_id <= value < m.container_id + m.size:
+            return m.host_id + value - m.container_id
+    return None
+
+
+def _to_container(value: int, maps: Sequence[IDMap]) -> int | None:
+    if not maps:
+        return value
+    for m in maps:
+        if m.host_id <= value < m.host_id + m.size:
+            return m.container_id + value - m.host_id
+    return None
+
+
+def _remove_dir(path: str) -> None:
+    try:
+        remove_tree(path)
+    except OSError as e:
+        if e.errno != errno.ENOENT:
+            raise
