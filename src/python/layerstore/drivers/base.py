@@ -40,6 +40,12 @@ class Driver(Protocol):
     """The driver's own name, which also prefixes the store directories (``vfs``)."""
     home: str
     """``G/<name>``."""
+    whiteout_format: str
+    """How whiteouts are stored in a layer's tree: ``"vfs"`` (applied: the paths are
+    removed, the tree is the full root filesystem) or ``"overlay"`` (kept as 0/0 char
+    devices and ``trusted.overlay.opaque`` xattrs in the layer's own ``diff`` dir)."""
+    ignore_chown_errors: bool
+    """Whether extraction goes on when lchown fails (the driver option)."""
 
     def create(
         self,
@@ -88,6 +94,17 @@ class Driver(Protocol):
 
     def layer_dir(self, id: str) -> str:
         """The directory that holds the layer's own files (the diff target)."""
+        ...
+
+    def apply_root(self, id: str) -> str:
+        """The directory a layer diff is extracted into (vfs: the layer's root tree;
+        overlay: its ``diff`` dir)."""
+        ...
+
+    def diff_roots(self, id: str) -> list[str]:
+        """Where the layer's files are read from when its tarball is reassembled from
+        tar-split, uppermost first (vfs: the layer's tree; overlay: its ``diff`` dir,
+        then the ``diff`` dirs of its lowers)."""
         ...
 
     def list_layers(self) -> list[str]:

@@ -43,6 +43,7 @@ class VfsDriver:
     """containers/storage's vfs graph driver."""
 
     name = "vfs"
+    whiteout_format = "vfs"
 
     def __init__(
         self,
@@ -104,6 +105,12 @@ class VfsDriver:
 
     def layer_dir(self, id: str) -> str:
         return self._dir(id)
+
+    def apply_root(self, id: str) -> str:
+        return self._dir(id)
+
+    def diff_roots(self, id: str) -> list[str]:
+        return [self._dir(id)]
 
     # -- lifecycle ---------------------------------------------------------------------
 
