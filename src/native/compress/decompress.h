@@ -1,0 +1,42 @@
+// Push-style decompressors: feed compressed bytes, get plain bytes written to a sink.
+// gzip: ISA-L inflate (multi-member, header CRC/size trailers verified); zstd: libzstd
+// (multi-frame); bzip2: libbz2 (multi-stream); xz: liblzma; kNone passes bytes through.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "compress/byte_io.h"
+#include "compress/compression.h"
+
+namespace layerstore {
+
+class Decompressor {
+ public:
+  static std::unique_ptr<Decompressor> create(Compression c);
+  virtual ~Decompressor();
+  // Throws ArchiveError on corrupt input.
+  virtual void feed(const uint8_t* in, size_t n, ByteSink& out) = 0;
+  // End of input. Throws ArchiveError("unexpected EOF") if the stream is truncated.
+  virtual void finish(ByteSink& out) = 0;
+};
+
+// Pull adapter: decompresses a ByteSource (by detected or given format) as a ByteSource.
+class DecompressingSource : public ByteSource {
+ public:
+  // Detects the compression from the first bytes.
+  explicit DecompressingSource(ByteSource& in);
+  DecompressingSource(ByteSource& in, Compression c);
+  ~DecompressingSource() override;
+  size_t read(uint8_t* buf, size_t n) override;
+  Compression compression() const { return c_; }
+
+ private:
+  struct Impl;
+  ByteSource& in_;
+  Compression c_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace layerstore

@@ -1,0 +1,13 @@
+// CRC-64 with the ISO polynomial, exactly Go's crc64.Checksum(data, crc64.MakeTable(crc64.ISO))
+// (what tar-split records per file). ISA-L's crc64_iso_refl does the carry-less multiply.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace layerstore {
+
+// Start with crc = 0; feed the result of the previous call to continue.
+uint64_t crc64_iso_update(uint64_t crc, const void* p, size_t n);
+
+}  // namespace layerstore

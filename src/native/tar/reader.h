@@ -1,0 +1,66 @@
+// A tar reader with Go archive/tar semantics plus tar-split's raw accounting: every byte
+// of the stream that is not file data is handed out by take_raw(), so that
+// raw + file data == the stream, byte for byte.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "compress/byte_io.h"
+#include "tar/errors.h"
+#include "tar/header.h"
+
+namespace layerstore {
+
+class TarReader {
+ public:
+  explicit TarReader(ByteSource& src);
+  // Next entry; false at the end of the archive. Merges PAX (path, linkpath, size, uid,
+  // gid, uname, gname, mtime/atime/ctime with sub-second, SCHILY.xattr.*), GNU L/K long
+  // names; ustar prefix; base-256 numbers; '\0' -> '0' ('5' if the name ends in '/').
+  // Unread data of the previous entry is skipped. Throws ArchiveError like Go
+  // ("archive/tar: invalid tar header", "unexpected EOF"). PAX sparse files (GNU.sparse.*)
+  // are refused ("archive/tar: sparse files are not supported": their CRC could not
+  // round-trip); old GNU sparse 'S' entries come out unexpanded, type 'S'.
+  bool next(TarHeader& h);
+  // Current entry's data; 0 at its end. Throws ArchiveError("unexpected EOF") if short.
+  size_t read(uint8_t* buf, size_t n);
+  // Zero-copy read: points *p at up to `max` bytes of the current entry's data inside the
+  // reader's buffer (valid until the next call on this reader); 0 at the entry's end.
+  size_t read_view(const uint8_t** p, size_t max);
+  // Bytes of the current entry's data not yet read.
+  int64_t remaining() const { return remaining_; }
+  // Raw non-data bytes consumed since the last take (header blocks, extended headers and
+  // their data, padding, end-of-archive zeros and anything after).
+  std::string take_raw();
+  // After next() returned false: consume every remaining byte of the stream into raw.
+  void drain_to_eof();
+  // After next() returned false: the bytes after the end of the archive, outside raw
+  // accounting (tar-split stores them in <= 1 MiB segments). 0 at the end of the stream.
+  size_t read_rest(uint8_t* buf, size_t n);
+  // Total bytes consumed from the source so far.
+  uint64_t offset() const { return offset_; }
+
+ private:
+  size_t fill(size_t want);  // ensure `want` bytes buffered if possible; returns available
+  void consume_raw(size_t n);
+  void skip_data();
+  bool skip_to_header();             // skip unread data + padding; false at clean EOF
+  bool read_block(uint8_t* block);   // one 512-byte block into raw; false at clean EOF
+  std::string read_special(int64_t size);  // extended header payload into raw
+
+  ByteSource& src_;
+  std::vector<uint8_t> buf_;
+  size_t pos_ = 0;
+  size_t end_ = 0;
+  bool eof_ = false;
+  std::string raw_;
+  int64_t remaining_ = 0;  // data bytes of the current entry left
+  int64_t pad_ = 0;        // padding bytes after the current entry's data
+  uint64_t offset_ = 0;
+  bool done_ = false;
+};
+
+}  // namespace layerstore

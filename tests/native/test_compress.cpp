@@ -1,0 +1,218 @@
+// Compression: detection, every decompressor (against the system tools' output), the
+// parallel gzip and zstd sinks (round trips, determinism over thread counts), and errors
+// on corrupt / truncated input.
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+
+#include "compress/compress.h"
+#include "compress/decompress.h"
+#include "tar/errors.h"
+
+static int failures = 0;
+#define CHECK(cond)                                                          \
+  do {                                                                       \
+    if (!(cond)) {                                                           \
+      std::fprintf(stderr, "%s:%d: CHECK(%s)\n", __FILE__, __LINE__, #cond); \
+      ++failures;                                                            \
+    }                                                                        \
+  } while (0)
+
+using namespace layerstore;
+
+static std::string tmpdir;
+
+static std::string read_file(const std::string& path) {
+  std::string out;
+  FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return out;
+  char buf[65536];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+  std::fclose(f);
+  return out;
+}
+
+static void write_file(const std::string& path, const std::string& data) {
+  FILE* f = std::fopen(path.c_str(), "wb");
+  std::fwrite(data.data(), 1, data.size(), f);
+  std::fclose(f);
+}
+
+// Compress with a system tool ("gzip -c", "zstd -q -c", ...).
+static std::string tool(const std::string& cmd, const std::string& in) {
+  write_file(tmpdir + "/in", in);
+  std::string c = cmd + " < " + tmpdir + "/in > " + tmpdir + "/out";
+  if (std::system(c.c_str()) != 0) {
+    std::fprintf(stderr, "command failed: %s\n", c.c_str());
+    ++failures;
+  }
+  return read_file(tmpdir + "/out");
+}
+
+// Decompress in pieces of `chunk` bytes through the push API.
+static std::string decompress(Compression c, const std::string& in, size_t chunk = 4093) {
+  auto d = Decompressor::create(c);
+  StringSink out;
+  for (size_t off = 0; off < in.size(); off += chunk)
+    d->feed(reinterpret_cast<const uint8_t*>(in.data()) + off, std::min(chunk, in.size() - off),
+            out);
+  d->finish(out);
+  return out.data;
+}
+
+static std::string compress(Compression c, const std::string& in, int level, int threads,
+                            size_t chunk = 70001) {
+  StringSink out;
+  auto s = make_compressing_sink(c, out, level, threads);
+  for (size_t off = 0; off < in.size(); off += chunk)
+    s->write(reinterpret_cast<const uint8_t*>(in.data()) + off, std::min(chunk, in.size() - off));
+  s->close();
+  return out.data;
+}
+
+static std::string error_of(Compression c, const std::string& in) {
+  try {
+    decompress(c, in);
+  } catch (const ArchiveError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+static std::string sample(size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::string s;
+  s.reserve(n);
+  const char* words[] = {"layer ", "store ", "tar ", "split ", "\n", "overlay ", "0123 "};
+  while (s.size() < n) {
+    if (rng() % 8 == 0) {
+      for (int i = 0; i < 64 && s.size() < n; ++i) s.push_back(static_cast<char>(rng()));
+    } else {
+      s += words[rng() % 7];
+    }
+  }
+  s.resize(n);
+  return s;
+}
+
+int main() {
+  char tmpl[] = "/tmp/test_compress.XXXXXX";
+  tmpdir = mkdtemp(tmpl);
+
+  // Detection (SPEC §6.2).
+  auto det = [](const std::string& s) {
+    return detect_compression(reinterpret_cast<const uint8_t*>(s.data()), s.size());
+  };
+  CHECK(det("BZh91AY") == Compression::kBzip2);
+  CHECK(det(std::string("\x1f\x8b\x08\x00", 4)) == Compression::kGzip);
+  CHECK(det(std::string("\x1f\x8b", 2)) == Compression::kNone);  // too short for the magic
+  CHECK(det(std::string("\xfd\x37\x7a\x58\x5a\x00", 6)) == Compression::kXz);
+  CHECK(det(std::string("\x28\xb5\x2f\xfd", 4)) == Compression::kZstd);
+  CHECK(det(std::string("\x50\x2a\x4d\x18", 4)) == Compression::kNone);  // skippable frame
+  CHECK(det("") == Compression::kNone);
+  CHECK(std::string(compression_extension(Compression::kZstd)) == "tar.zst");
+
+  const std::string data = sample(1024 * 1024 + 12345, 1);  // 8+ gzip blocks
+  const std::string empty;
+
+  // Decompressors read what the system tools write, also in tiny pieces.
+  for (const std::string* d : {&data, &empty}) {
+    CHECK(decompress(Compression::kGzip, tool("gzip -c", *d)) == *d);
+    CHECK(decompress(Compression::kGzip, tool("gzip -c", *d), 1) == *d);
+    CHECK(decompress(Compression::kZstd, tool("zstd -q -c", *d)) == *d);
+    CHECK(decompress(Compression::kBzip2, tool("bzip2 -c", *d)) == *d);
+    CHECK(decompress(Compression::kXz, tool("xz -c", *d)) == *d);
+    CHECK(decompress(Compression::kNone, *d) == *d);
+  }
+  // Multi-member gzip, multi-frame zstd, concatenated bzip2.
+  std::string a = data.substr(0, 100000), b = data.substr(100000, 50000);
+  CHECK(decompress(Compression::kGzip, tool("gzip -c", a) + tool("gzip -c", b)) == a + b);
+  CHECK(decompress(Compression::kZstd, tool("zstd -q -c", a) + tool("zstd -q -c", b)) == a + b);
+  CHECK(decompress(Compression::kBzip2, tool("bzip2 -c", a) + tool("bzip2 -c", b)) == a + b);
+
+  // Errors, with Go's texts.
+  std::string gz = tool("gzip -c", data);
+  CHECK(error_of(Compression::kGzip, gz.substr(0, gz.size() / 2)) == "unexpected EOF");
+  CHECK(error_of(Compression::kGzip, gz.substr(0, gz.size() - 4)) == "unexpected EOF");
+  CHECK(error_of(Compression::kGzip, gz + "trailing junk") == "gzip: invalid header");
+  std::string bad_crc = gz;
+  bad_crc[bad_crc.size() - 6] ^= 0x55;
+  CHECK(error_of(Compression::kGzip, bad_crc) == "gzip: invalid checksum");
+  std::string corrupt = gz;
+  for (size_t i = 100; i < 400; ++i) corrupt[i] = static_cast<char>(0xff);
+  CHECK(error_of(Compression::kGzip, corrupt).rfind("flate: corrupt input", 0) == 0 ||
+        error_of(Compression::kGzip, corrupt) == "gzip: invalid checksum");
+  std::string zst = tool("zstd -q -c", data);
+  CHECK(error_of(Compression::kZstd, zst.substr(0, zst.size() - 10)) == "unexpected EOF");
+  std::string zcorrupt = zst;
+  for (size_t i = 20; i < 300; ++i) zcorrupt[i] = 0;
+  CHECK(error_of(Compression::kZstd, zcorrupt).rfind("zstd: ", 0) == 0);
+  std::string bz = tool("bzip2 -c", data);
+  CHECK(error_of(Compression::kBzip2, bz.substr(0, bz.size() / 2)) == "unexpected EOF");
+  std::string xz = tool("xz -c", data);
+  CHECK(error_of(Compression::kXz, xz.substr(0, xz.size() / 2)) == "unexpected EOF");
+  CHECK(!error_of(Compression::kXz, xz.substr(0, 12) + std::string(200, 'x')).empty());
+
+  // Parallel gzip: valid for gzip(1) and for us, same bytes for any thread count and any
+  // write sizes, at every ISA-L level; sizes around the 128 KiB block.
+  for (size_t n : {size_t{0}, size_t{1}, size_t{131072}, size_t{131073}, size_t{262144},
+                   data.size()}) {
+    std::string in = data.substr(0, n);
+    std::string one = compress(Compression::kGzip, in, 1, 1);
+    CHECK(compress(Compression::kGzip, in, 1, 2, 4096) == one);
+    CHECK(compress(Compression::kGzip, in, 1, 4, 1 << 20) == one);
+    CHECK(decompress(Compression::kGzip, one) == in);
+    write_file(tmpdir + "/p.gz", one);
+    CHECK(read_file(tmpdir + "/p.gz").substr(0, 3) == "\x1f\x8b\x08");
+    CHECK(std::system(("gzip -t " + tmpdir + "/p.gz").c_str()) == 0);
+    CHECK(tool("gzip -dc", one) == in);
+  }
+  size_t size1 = 0;
+  for (int level : {-1, 0, 1, 6, 9}) {
+    std::string z = compress(Compression::kGzip, data, level, 2);
+    CHECK(tool("gzip -dc", z) == data);
+    CHECK(z.size() < data.size());
+    if (level == 1) size1 = z.size();
+    if (level == 6) CHECK(z.size() <= size1);  // higher levels never compress worse here
+  }
+  // zstd: multi-threaded, readable by zstd(1), same bytes for 1 and 3 workers.
+  std::string z1 = compress(Compression::kZstd, data, -1, 1);
+  CHECK(compress(Compression::kZstd, data, -1, 3, 1000) == z1);
+  CHECK(tool("zstd -q -d -c", z1) == data);
+  CHECK(decompress(Compression::kZstd, z1) == data);
+  CHECK(decompress(Compression::kZstd, compress(Compression::kZstd, "", 19, 1)).empty());
+  // none: pass-through.
+  CHECK(compress(Compression::kNone, data, -1, 0) == data);
+  // bzip2 / xz output: Go's message.
+  StringSink sink;
+  try {
+    make_compressing_sink(Compression::kBzip2, sink, -1, 0);
+    CHECK(false);
+  } catch (const ArchiveError& e) {
+    CHECK(std::string(e.what()) == "unsupported compression format tar.bz2");
+  }
+  try {
+    make_compressing_sink(Compression::kXz, sink, -1, 0);
+    CHECK(false);
+  } catch (const ArchiveError& e) {
+    CHECK(std::string(e.what()) == "unsupported compression format tar.xz");
+  }
+
+  // Pull adapter with detection.
+  for (const std::string& enc : {tool("gzip -c", a), tool("zstd -q -c", a), a}) {
+    MemorySource src(enc.data(), enc.size());
+    DecompressingSource ds(src);
+    std::string got;
+    uint8_t buf[5000];
+    for (size_t r; (r = ds.read(buf, sizeof buf)) > 0;) got.append(reinterpret_cast<char*>(buf), r);
+    CHECK(got == a);
+  }
+
+  std::system(("rm -rf " + tmpdir).c_str());
+  if (failures) std::fprintf(stderr, "%d failure(s)\n", failures);
+  return failures ? 1 : 0;
+}
