@@ -17,6 +17,7 @@ library's basics at load time; the store and JSON are imported when a verb runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Generator, Iterator, Sequence
@@ -716,6 +717,417 @@ def _quote(text: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------
+# verbs: the data path (import, apply, diff, changes, diff size) and check
+#
+# Progress: drawn only when standard error is a terminal and --json is off; otherwise
+# the input goes to the store untouched (a file's fd is read natively) and the output
+# loop is the plain copy, so a pipe or a script pays nothing for it.
+
+
+def _progress_wanted(ctx: Context) -> bool:
+    if ctx.json:
+        return False
+    try:
+        return ctx.err.isatty()
+    except (ValueError, AttributeError):
+        return False
+
+
+@contextlib.contextmanager
+def _diff_input(ctx: Context, label: str) -> Iterator[IO[bytes]]:
+    """The tarball to apply: ``-f FILE`` (opened before anything else, as Go does) or
+    standard input, streamed. With a progress line, it is read through a
+    :class:`~layerstore.progress.CountingReader` (1 MiB chunks); the total is the
+    file's size when it is a regular file."""
+    path: str | None = ctx.flag("file")
+    source: IO[bytes] = open(path, "rb", buffering=0) if path else sys.stdin.buffer  # noqa: SIM115
+    try:
+        if not _progress_wanted(ctx):
+            yield source
+            return
+        import stat
+
+        from layerstore.progress import CountingReader, Progress
+
+        total = None
+        try:
+            st = os.fstat(source.fileno())
+            if stat.S_ISREG(st.st_mode):
+                total = max(0, st.st_size - source.tell())
+        except (OSError, ValueError, AttributeError):
+            pass
+        with Progress(label, ctx.err, total) as progress:
+            yield CountingReader(source, progress)
+    finally:
+        if path:
+            source.close()
+
+
+def _verb_import_layer(ctx: Context) -> int:
+    try:
+        with _diff_input(ctx, "import-layer") as source:
+            try:
+                uid_map = _id_maps(ctx, "uid")
+                gid_map = _id_maps(ctx, "gid")
+            except (ValueError, OSError) as e:
+                raise _Reported(f"initializing ID mappings: {error_text(e)}") from e
+            layer, _size = ctx.store.create(
+                id=ctx.flag("id") or None,
+                parent=ctx.args[0] if ctx.args else None,
+                names=ctx.flag("name") or (),
+                mount_label=ctx.flag("label") or "",
+                uid_map=uid_map,
+                gid_map=gid_map,
+                writeable=not ctx.flag("readonly"),
+                diff=source,
+            )
+    except _Reported as e:
+        ctx.error(str(e))
+        return 1
+    except Exception as e:
+        return _fail(ctx, e)
+    if ctx.json:
+        ctx.emit_json(layer.to_json())
+    else:
+        ctx.print(layer.id)
+        for name in layer.names:
+            ctx.print(f"\t{name}")
+    return 0
+
+
+class _Reported(Exception):
+    """An error whose text is already the line to print."""
+
+
+def _verb_applydiff(ctx: Context) -> int:
+    try:
+        with _diff_input(ctx, "applydiff") as source:
+            ctx.store.apply_diff(ctx.args[0], source)
+    except Exception as e:
+        return _fail(ctx, e)
+    return 0
+
+
+def _diff_compression(ctx: Context) -> Any:
+    """Go's precedence: ``-x`` over ``-b`` over ``-c`` over ``-u``; None (the layer's
+    recorded compression) when none is given."""
+    from layerstore.archive import Compression
+
+    for key, value in (
+        ("xz", Compression.XZ),
+        ("bzip2", Compression.BZIP2),
+        ("zstd", Compression.ZSTD),
+        ("gzip", Compression.GZIP),
+        ("uncompressed", Compression.NONE),
+    ):
+        if ctx.flag(key):
+            return value
+    return None
+
+
+def _splice_all(src_fd: int, dst_fd: int, add: Callable[[int], None] | None) -> bool:
+    """Move everything from the pipe ``src_fd`` to ``dst_fd`` in the kernel; False
+    (nothing moved) when ``dst_fd`` cannot take a splice (a terminal, O_APPEND)."""
+    import errno
+
+    moved = False
+    while True:
+        try:
+            n = os.splice(src_fd, dst_fd, _COPY_CHUNK)
+        except OSError as e:
+            if not moved and e.errno in (errno.EINVAL, errno.ENOSYS, errno.EBADF):
+                return False
+            raise
+        if n == 0:
+            return True
+        moved = True
+        if add is not None:
+            add(n)
+
+
+_COPY_CHUNK: Final = 1 << 20
+
+
+def _copy_out(src_fd: int, dst: IO[bytes], add: Callable[[int], None] | None) -> None:
+    """Copy the pipe ``src_fd`` to ``dst`` until end of file, one chunk at a time."""
+    try:
+        dst_fd = dst.fileno()
+    except (OSError, ValueError, AttributeError):
+        dst_fd = -1
+    if dst_fd >= 0:
+        dst.flush()
+        if _splice_all(src_fd, dst_fd, add):
+            return
+    buffer = bytearray(_COPY_CHUNK)
+    view = memoryview(buffer)
+    while True:
+        n = os.readv(src_fd, [buffer])
+        if n == 0:
+            break
+        if dst_fd >= 0:
+            done = 0
+            while done < n:
+                done += os.write(dst_fd, view[done:n])
+        else:
+            dst.write(view[:n])
+        if add is not None:
+            add(n)
+    if dst_fd < 0:
+        dst.flush()
+
+
+def _verb_diff(ctx: Context) -> int:
+    out_path: str | None = ctx.flag("file")
+    try:
+        # Go creates the output file first (an unknown layer leaves it empty).
+        out: IO[bytes] = open(out_path, "wb") if out_path else sys.stdout.buffer  # noqa: SIM115
+    except OSError as e:
+        return _fail(ctx, e)
+    try:
+        from layerstore.archive import Compression
+
+        to = ctx.args[0]
+        from_ = ctx.args[1] if len(ctx.args) > 1 else None
+        compression = _diff_compression(ctx)
+        store = ctx.store
+        total: int | None = None
+        if _progress_wanted(ctx):
+            # The size is known ahead when the output is the original tarball as is.
+            layer = store.get(to)
+            chosen = layer.compression if compression is None else compression
+            if from_ is None and chosen == Compression.NONE and layer.uncompressed_size > 0:
+                total = layer.uncompressed_size
+        ctx.out.flush()
+        with store.diff(to, from_, compression) as stream:
+            if _progress_wanted(ctx):
+                from layerstore.progress import Progress
+
+                with Progress("diff", ctx.err, total) as progress:
+                    _copy_out(stream.fileno(), out, progress.add)
+                    stream.close()  # the producer's error, if any, before the final line
+            else:
+                _copy_out(stream.fileno(), out, None)
+    except BrokenPipeError:
+        raise
+    except Exception as e:
+        return _fail(ctx, e)
+    finally:
+        if out_path:
+            out.close()
+    return 0
+
+
+def _verb_diffsize(ctx: Context) -> int:
+    try:
+        n = ctx.store.diff_size(ctx.args[0], ctx.args[1] if len(ctx.args) > 1 else None)
+    except Exception as e:
+        return _fail(ctx, e)
+    ctx.print(str(n))
+    return 0
+
+
+_GO_ESCAPES: Final = {
+    "\a": "\\a",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\v": "\\v",
+    "\\": "\\\\",
+    '"': '\\"',
+}
+
+
+def go_quote(text: str) -> str:
+    """Go's ``%q`` (``strconv.Quote``) of a path: printable characters as they are,
+    the C escapes, ``\\uXXXX``/``\\UXXXXXXXX`` for other characters and ``\\xNN`` for
+    bytes that are not UTF-8 (carried here as surrogate escapes)."""
+    out = ['"']
+    for ch in text:
+        code = ord(ch)
+        if ch in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[ch])
+        elif 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif ch.isprintable():
+            out.append(ch)
+        elif code < 0x80:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    out.append('"')
+    return "".join(out)
+
+
+def _verb_changes(ctx: Context) -> int:
+    try:
+        found = ctx.store.changes(ctx.args[0], ctx.args[1] if len(ctx.args) > 1 else None)
+    except Exception as e:
+        return _fail(ctx, e)
+    if ctx.json:
+        ctx.emit_json([{"Path": c.path, "Kind": int(c.kind)} for c in found] or None)
+        return 0
+    words = ("Modify", "Add", "Delete")
+    for change in found:
+        ctx.print(f"{words[change.kind]} {go_quote(change.path)}")
+    return 0
+
+
+def _verb_check(ctx: Context) -> int:
+    store = ctx.store
+    try:
+        with store.reading():
+            ids = [store.get(arg).id for arg in ctx.args] or store.ids()
+    except Exception as e:
+        return _fail(ctx, e)
+    report: dict[str, list[str]] = {}
+    for layer_id in ids:
+        problems = _check_layer(ctx, layer_id)
+        if problems:
+            report[layer_id] = problems
+            if not ctx.json:
+                ctx.print(f"layer {layer_id}:")
+                for problem in problems:
+                    ctx.print(f" {problem}")
+    if ctx.json:
+        ctx.emit_json({"Layers": report})
+    elif report:
+        ctx.error(f"{len(report)} layer errors")
+    return 1 if report else 0
+
+
+def _check_layer(ctx: Context, layer_id: str) -> list[str]:
+    """The problems of one layer (empty when it is intact): its tree is there, and its
+    tarball reassembled from tar-split passes every file's CRC-64 and has the recorded
+    diff-size and diff-digest. Holds the store's read lock while it reads the layer."""
+    store = ctx.store
+    with store.reading():
+        try:
+            layer = store.get(layer_id)
+        except KeyError:
+            return []  # deleted since the list was taken: nothing left to check
+        roots = store.driver.diff_roots(layer.id)
+        if not os.path.isdir(roots[0]):
+            return [f"layer directory {roots[0]} is missing"]
+        tspath = os.path.join(store.layerdir, layer.id + ".tar-split.gz")
+        if not os.path.exists(tspath):
+            if layer.uncompressed_digest:
+                return [f"tar-split file {tspath} is missing: the layer cannot be verified"]
+            return []  # never had a diff applied: nothing recorded to check against
+        if ctx.flag("quick"):
+            return []
+        try:
+            size, digest = _reassembled_size_and_digest(ctx, layer)
+        except Exception as e:
+            try:
+                return _file_problems(tspath, roots) or [error_text(e)]
+            except (OSError, ValueError, EOFError) as unreadable:
+                return [f"tar-split file {tspath} cannot be read: {unreadable}"]
+    problems = []
+    if layer.uncompressed_digest:
+        if size != layer.uncompressed_size:
+            problems.append(
+                f"reassembled size {size} differs from the recorded diff-size "
+                f"{layer.uncompressed_size}"
+            )
+        if digest != layer.uncompressed_digest:
+            problems.append(
+                f"reassembled digest {digest} differs from the recorded diff-digest "
+                f"{layer.uncompressed_digest}"
+            )
+    return problems
+
+
+def _reassembled_size_and_digest(ctx: Context, layer: Any) -> tuple[int, str]:
+    """Size and SHA-256 of the layer's tarball reassembled from tar-split (read in
+    1 MiB chunks; the bytes go nowhere else)."""
+    import hashlib
+
+    from layerstore.archive import Compression
+
+    hasher = hashlib.sha256()
+    size = 0
+    buffer = bytearray(_COPY_CHUNK)
+    view = memoryview(buffer)
+    progress = None
+    if _progress_wanted(ctx):
+        from layerstore.progress import Progress
+
+        total = layer.uncompressed_size if layer.uncompressed_size > 0 else None
+        progress = Progress(f"check {layer.id[:12]}", ctx.err, total, keep=False)
+        progress.start()
+    ok = False
+    try:
+        with ctx.store.diff(layer.id, None, Compression.NONE) as stream:
+            fd = stream.fileno()
+            while n := os.readv(fd, [buffer]):
+                hasher.update(view[:n])
+                size += n
+                if progress is not None:
+                    progress.add(n)
+            stream.close()  # raises the reassembly's error (a changed file)
+        ok = True
+    finally:
+        if progress is not None:
+            progress.finish(ok)
+    return size, "sha256:" + hasher.hexdigest()
+
+
+def _file_problems(tspath: str, roots: Sequence[str]) -> list[str]:
+    """Every file of the tar-split ``tspath`` that is missing or fails its CRC-64 in
+    ``roots`` (uppermost first), with Go's message text. Runs only after a reassembly
+    failed, to name all the damaged files rather than the first."""
+    import base64
+    import gzip
+    import json
+    import mmap
+
+    from layerstore import _native
+
+    problems = []
+    with gzip.open(tspath, "rb") as entries:
+        for line in entries:
+            entry = json.loads(line)
+            if entry.get("type") != 1 or not entry.get("size"):
+                continue
+            if entry.get("name_raw"):
+                raw = base64.b64decode(entry["name_raw"])
+            else:
+                raw = str(entry.get("name", "")).encode("utf-8", "surrogateescape")
+            name = raw.decode("utf-8", "surrogateescape")
+            rel = os.path.normpath(b"/" + raw).lstrip(b"/")
+            path = next(
+                (
+                    p
+                    for p in (os.path.join(os.fsencode(r), rel) for r in roots)
+                    if os.path.lexists(p)
+                ),
+                None,
+            )
+            if path is None:
+                problems.append(f"file {go_quote(name)} is missing")
+                continue
+            try:
+                with open(path, "rb") as f:
+                    length = os.fstat(f.fileno()).st_size
+                    if length:
+                        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+                            crc = _native.crc64(data)
+                    else:
+                        crc = _native.crc64(b"")
+            except OSError as e:
+                problems.append(f"file {go_quote(name)}: {_go_strerror(e)}")
+                continue
+            want = int.from_bytes(base64.b64decode(entry.get("payload") or ""), "big")
+            if crc != want:
+                problems.append(f"file integrity checksum failed for {go_quote(name)}")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------
 # the verb table
 
 _NAME_FLAG: Final = Flag(("name", "n"), "list", "Layer name")
@@ -764,6 +1176,78 @@ COMMANDS: Final[dict[str, Command]] = {
                 *_MAP_FLAGS,
             ),
             max_args=1,
+        ),
+        Command(
+            "import-layer",
+            "[options [...]] [parentLayerNameOrID]",
+            "Import a new layer",
+            _verb_import_layer,
+            (
+                _JSON,
+                Flag(("file", "f"), "str", "Read from file instead of stdin"),
+                Flag(("id", "i"), "str", "Layer ID"),
+                Flag(("label", "l"), "str", "Mount Label"),
+                _NAME_FLAG,
+                Flag(("readonly", "r"), "bool", "Mark as read-only"),
+                *_MAP_FLAGS,
+            ),
+            max_args=1,
+        ),
+        Command(
+            "changes",
+            "[options [...]] layerNameOrID [referenceLayerNameOrID]",
+            "Compare two layers",
+            _verb_changes,
+            (_JSON,),
+            min_args=1,
+            max_args=2,
+        ),
+        Command(
+            "diffsize",
+            "[options [...]] layerNameOrID [referenceLayerNameOrID]",
+            "Compare two layers",
+            _verb_diffsize,
+            min_args=1,
+            max_args=2,
+            aliases=("diff-size",),
+        ),
+        Command(
+            "diff",
+            "[options [...]] layerNameOrID [referenceLayerNameOrID]",
+            "Compare two layers",
+            _verb_diff,
+            (
+                Flag(("file", "f"), "str", "Write to file instead of stdout"),
+                Flag(("uncompressed", "u"), "bool", "Use no compression"),
+                Flag(("gzip", "c"), "bool", "Compress using gzip"),
+                Flag(("zstd",), "bool", "Compress using zstd (layerstore only)"),
+                Flag(
+                    ("bzip2", "bz2", "b"), "bool", "Compress using bzip2 (not currently supported)"
+                ),
+                Flag(("xz", "x"), "bool", "Compress using xz (not currently supported)"),
+            ),
+            min_args=1,
+            max_args=2,
+        ),
+        Command(
+            "applydiff",
+            "[options [...]] layerNameOrID [referenceLayerNameOrID]",
+            "Apply a diff to a layer",
+            _verb_applydiff,
+            (Flag(("file", "f"), "str", "Read from file instead of stdin"),),
+            min_args=1,
+            max_args=1,
+            aliases=("apply-diff",),
+        ),
+        Command(
+            "check",
+            "[options [...]] [layerNameOrID [...]]",
+            "Verify layers against their tar-split checksums and recorded digests",
+            _verb_check,
+            (
+                _JSON,
+                Flag(("quick", "q"), "bool", "Only check that the files to verify are there"),
+            ),
         ),
         Command(
             "exists",
