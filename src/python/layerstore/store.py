@@ -47,7 +47,7 @@ from layerstore.archive import Change, ChangeKind, Compression
 from layerstore.atomic import AtomicWriter, atomic_write
 from layerstore.datapath import DiffSource
 from layerstore.drivers import Driver, MountOptions, canonical_name, make_driver
-from layerstore.drivers.base import remove_tree
+from layerstore.drivers.base import exchange_paths, remove_tree
 from layerstore.idtools import IDMap
 from layerstore.layer import (
     INCOMPLETE_FLAG,
@@ -61,6 +61,16 @@ from layerstore.layer import (
     now_created,
 )
 from layerstore.lockfile import LockFile
+from layerstore.staging import (
+    ApplyDiffWithDifferOpts,
+    Differ,
+    DifferContext,
+    DifferOutput,
+    TarballDiffer,
+    new_staging,
+    prune_staging,
+    release,
+)
 
 if TYPE_CHECKING:
     from layerstore import _native
@@ -612,6 +622,12 @@ class LayerStore:
         self._loaded = True
         if rw:
             self._reload_mounts_if_changed(lock=True, force=True)
+        if rw and for_writing:
+            # staging dirs left by crashed imports (live ones are locked and skipped)
+            try:
+                prune_staging(self.driver.staging_roots())
+            except OSError as e:
+                log.warning("removing abandoned staging directories: %s", e)
         if fix_locations:
             failures = []
             for rec in incomplete:
@@ -766,6 +782,29 @@ class LayerStore:
         if rec is None:
             raise errors.LayerUnknown(context if context is not None else f"layer {_q(key)}")
         return rec
+
+    def _require_parent(self, parent: str) -> LayerRecord:
+        """A parent layer: ours, else one of a read-only additional image store of the
+        driver (``overlay.imagestore=``/``vfs.imagestore=``), as Go's store looks
+        through its read-only layer stores. Locking: requires the layers lock (and takes
+        the read-only stores' shared locks briefly)."""
+        rec = self._lookup(parent) if isinstance(parent, str) else None
+        if rec is not None:
+            return rec
+        for graph in _image_store_roots(self.driver):
+            try:
+                other = LayerStore.read_only(graph, driver=self.driver_name)
+            except (OSError, errors.LayerStoreError) as e:
+                log.debug("additional image store %s: %s", graph, e)
+                continue
+            try:
+                with other.reading():
+                    found = other._lookup(parent)
+                    if found is not None:
+                        return found
+            finally:
+                other.close()
+        return self._require(parent, f"parent layer {_q(parent)}")
 
     def _digest_maps(self) -> tuple[dict[str, list[LayerRecord]], ...]:
         """Digest indexes, built on first use. Locking: requires the layers lock."""
@@ -995,9 +1034,21 @@ class LayerStore:
         original_digest: str | None = None,
         original_size: int | None = None,
         uncompressed_digest: str | None = None,
+        staged: DifferOutput | None = None,
     ) -> tuple[Layer, int]:
         """Create a layer; returns ``(layer, size)``: -1 without ``diff``, otherwise the
         size :meth:`apply_diff` reports. A failed apply deletes the new layer.
+
+        With ``diff`` (and no ``template``), the tarball is extracted into a private
+        staging directory *without* the store lock (other processes go on reading and
+        writing the store meanwhile); the exclusive lock is taken only to commit it:
+        check that the id, names and parent are still right, save the record
+        ``incomplete``, rename the files into place, write the tar-split, save.
+
+        ``staged`` is the output of :meth:`apply_diff_with_differ`: the layer is made
+        from that staging directory (digests, TOC digest, sizes, uid/gid sets, metadata,
+        tar-split and big data from the output); the staging directory is consumed,
+        and removed when the create fails.
 
         ``parent``/``template`` are resolved like any id. ID maps default to the
         parent's. The record is saved with the ``incomplete`` flag first, then the big
@@ -1021,8 +1072,55 @@ class LayerStore:
                 raise errors.InvalidBigDataName("can't set empty name for layer big data item")
             _check_big_data_key(key)
         after_create: Callable[[LayerRecord], int] | None = None
+        if diff is not None and staged is not None:
+            raise ValueError("create() takes a diff or a staged output, not both")
+        if staged is not None:
+            _check_staged(staged)
+            try:
+                with self.writing():
+                    return self._create_locked(
+                        id,
+                        parent,
+                        name_list,
+                        mount_label,
+                        options,
+                        template=template,
+                        flags=flag_values,
+                        uid_map=tuple(uid_map),
+                        gid_map=tuple(gid_map),
+                        big_data=items,
+                        volatile=volatile,
+                        writeable=writeable,
+                        staged=staged,
+                    )
+            finally:
+                release(staged.target)
         if diff is not None:
             digests = _TrustedDigests.of(original_digest, original_size, uncompressed_digest)
+            if template is None:
+                output = self._stage_diff(
+                    id, parent, name_list, tuple(uid_map), tuple(gid_map), writeable, diff, digests
+                )
+                if output is not None:
+                    try:
+                        with self.writing():
+                            return self._create_locked(
+                                id,
+                                parent,
+                                name_list,
+                                mount_label,
+                                options,
+                                template=None,
+                                flags=flag_values,
+                                uid_map=tuple(uid_map),
+                                gid_map=tuple(gid_map),
+                                big_data=items,
+                                volatile=volatile,
+                                writeable=writeable,
+                                staged=output,
+                            )
+                    finally:
+                        release(output.target)
 
             def after_create(rec: LayerRecord) -> int:
                 return self._apply_diff_locked(rec, diff, digests)
@@ -1060,8 +1158,13 @@ class LayerStore:
         volatile: bool,
         writeable: bool,
         after_create: Callable[[LayerRecord], int] | None = None,
+        staged: DifferOutput | None = None,
     ) -> tuple[Layer, int]:
         """Go's ``layerStore.create`` (SPEC.md §9.2).
+
+        ``staged``: the driver's tree is made from this filled staging directory
+        (one rename, after the ``incomplete`` record is saved) and the record takes the
+        output's digests, sets and tar-split (Go's ``applyDiffFromStagingDirectory``).
 
         ``after_create`` is the data-path seam: called with the record once the
         driver's tree exists (and a template's tar-split file is copied), while the
@@ -1081,7 +1184,7 @@ class LayerStore:
                 raise errors.DuplicateName(f"name {_q(name)}")
         parent_rec = None
         if parent:
-            parent_rec = self._require(parent, f"parent layer {_q(parent)}")
+            parent_rec = self._require_parent(parent)
         template_rec = None
         template_ts: bytes | None = None
         if template:
@@ -1092,6 +1195,23 @@ class LayerStore:
             except FileNotFoundError:
                 template_ts = None
         parent_snap = self._snap(parent_rec) if parent_rec else None
+        if staged is not None:
+            if template_rec is not None:
+                raise errors.NotSupported(
+                    message="creating a layer from both a template and a staging directory"
+                )
+            staged_for = staged.parent or None
+            parent_id = parent_rec.obj["id"] if parent_rec else None
+            if self.driver.whiteout_format == "vfs" and staged_for != parent_id:
+                raise errors.ParentUnknown(
+                    f"staging directory {_q(staged.target)} was made on parent "
+                    f"{_q(staged_for or '')}, not {_q(parent_id or '')}",
+                    message="layer not known",
+                )
+
+            def after_create(rec: LayerRecord) -> int:
+                return self._commit_staged_locked(rec, staged)
+
         if not uid_map and parent_snap is not None:
             uid_map = parent_snap.uid_map
         if not gid_map and parent_snap is not None:
@@ -1146,7 +1266,16 @@ class LayerStore:
             }
             old: Layer | None
             try:
-                if template_rec is not None:
+                if staged is not None:
+                    self.driver.create_from_staging(
+                        layer_id,
+                        parent_rec.obj["id"] if parent_rec else None,
+                        staged.target,
+                        root_dir_mode=staged.root_dir_mode,
+                        **driver_args,
+                    )
+                    old = None
+                elif template_rec is not None:
                     self.driver.create_from_template(
                         layer_id,
                         template_rec.obj["id"],
@@ -1535,6 +1664,7 @@ class LayerStore:
                 if layer_id in self._byid:
                     continue
                 self._remove_files(layer_id)
+            prune_staging(self.driver.staging_roots())
 
     # ----------------------------------------------------------------------------------
     # the data path: apply_diff, diff, diff_size, changes (native, GIL released)
@@ -1551,9 +1681,212 @@ class LayerStore:
         """
         if not self._rw:
             raise self._ro_error("modify layer contents")
-        with self.writing():
+        with self.reading():
             rec = self._require(id)
-            return self._apply_diff_locked(rec, diff, _TrustedDigests())
+            layer_id = rec.obj["id"]
+            snap = self._snap(rec)
+            is_additional = getattr(self.driver, "is_additional_layer", None)
+            if is_additional is not None and is_additional(layer_id):
+                raise errors.NotSupported(
+                    f"applying a diff to layer {_q(layer_id)} of an additional layer store"
+                )
+            root = self.driver.apply_root(layer_id)
+            base = _tree_identity(root)
+            stageable = not rec.mount_count and not rec.mount_point and base is not None
+            # stage on the filesystem of the layer's tree (an image store's, maybe)
+            writeable = os.path.dirname(os.path.dirname(root)) == os.path.dirname(
+                self.driver.staging_root(True)
+            )
+        if not stageable:
+            with self.writing():
+                return self._apply_diff_locked(self._require(id), diff, _TrustedDigests())
+        # Extraction outside the lock: into a copy of the layer's tree, swapped in
+        # under the lock when the layer is still the one copied.
+        from layerstore.drivers.vfs import copy_tree
+
+        staging = new_staging(
+            self.driver, None, uid_map=snap.uid_map, gid_map=snap.gid_map, writeable=writeable
+        )
+        try:
+            os.rmdir(staging.target)
+            os.mkdir(staging.target, 0o700)
+            copy_tree(root, staging.target)
+            output = TarballDiffer(diff).apply_diff(staging.target, self._differ_context(snap))
+            output.target = staging.target
+            output.base_identity = base
+            with self.writing():
+                rec = self._require(id)
+                if (
+                    rec.obj["id"] != layer_id
+                    or rec.mount_count
+                    or rec.mount_point
+                    or self.driver.apply_root(layer_id) != root
+                    or _tree_identity(root) != base
+                ):
+                    raise errors.LayerStoreError(
+                        f"applying a diff to layer {_q(layer_id)}",
+                        message="the layer changed (or was mounted) while its diff was "
+                        "being extracted; nothing was applied",
+                    )
+                exchange_paths(staging.target, root)
+                return self._commit_staged_locked(rec, output, save=True)
+        finally:
+            staging.remove()
+
+    def _differ_context(self, snap: Layer) -> DifferContext:
+        return DifferContext(
+            uid_map=tuple(snap.uid_map),
+            gid_map=tuple(snap.gid_map),
+            whiteout_format=self.driver.whiteout_format,
+            ignore_chown_errors=self.driver.ignore_chown_errors,
+        )
+
+    def _stage_diff(
+        self,
+        layer_id: str | None,
+        parent: str | None,
+        names: list[str],
+        uid_map: tuple[IDMap, ...],
+        gid_map: tuple[IDMap, ...],
+        writeable: bool,
+        diff: DiffSource,
+        digests: _TrustedDigests,
+    ) -> DifferOutput | None:
+        """Extract ``diff`` into a new staging directory, holding no store lock (a shared
+        lock only for a moment first, to fail early on a taken id or name or an unknown
+        parent). None when this create must go the locked way (ID maps that differ from
+        the parent's: the tree is re-owned after it is made)."""
+        with self.reading():
+            if layer_id is not None and layer_id in self._byid:
+                raise errors.DuplicateID(f"layer ID {_q(layer_id)}")
+            for name in names:
+                if name in self._byname:
+                    raise errors.DuplicateName(f"name {_q(name)}")
+            parent_snap = None
+            if parent:
+                parent_snap = self._snap(self._require_parent(parent))
+        if parent_snap is not None:
+            if (uid_map and uid_map != parent_snap.uid_map) or (
+                gid_map and gid_map != parent_snap.gid_map
+            ):
+                return None
+            uid_map = uid_map or parent_snap.uid_map
+            gid_map = gid_map or parent_snap.gid_map
+        parent_id = parent_snap.id if parent_snap is not None else None
+        staging = new_staging(
+            self.driver, parent_id, uid_map=uid_map, gid_map=gid_map, writeable=writeable
+        )
+        try:
+            differ = TarballDiffer(
+                diff,
+                compressed_digest=digests.compressed,
+                compressed_size=digests.compressed_size,
+                uncompressed_digest=digests.uncompressed,
+            )
+            context = DifferContext(
+                uid_map=uid_map,
+                gid_map=gid_map,
+                whiteout_format=self.driver.whiteout_format,
+                ignore_chown_errors=self.driver.ignore_chown_errors,
+            )
+            output = differ.apply_diff(staging.target, context)
+            output.target = staging.target
+            output.parent = parent_id
+            return output
+        except BaseException:
+            release(staging.target)
+            raise
+
+    def _commit_staged_locked(
+        self, rec: LayerRecord, out: DifferOutput, *, save: bool = False
+    ) -> int:
+        """Record a staged output on ``rec`` (its files are in place): tar-split file,
+        digests, sizes, sets, metadata, big data. Locking: requires exclusive."""
+        self._require_writing()
+        layer_id = rec.obj["id"]
+        tspath = self._tspath(layer_id)
+        if out.tar_split_file:
+            _move_synced(out.tar_split_file, tspath)
+        elif out.tar_split is not None:
+            import gzip
+
+            atomic_write(tspath, gzip.compress(out.tar_split, compresslevel=1), mode=0o600)
+        obj = dict(rec.obj)
+        for key, value in (
+            ("compressed-diff-digest", out.compressed_digest),
+            ("compressed-size", out.compressed_size),
+            ("diff-digest", out.uncompressed_digest),
+            ("toc-digest", out.toc_digest),
+            ("compression", out.compression),
+        ):
+            if value or (value is not None and key in ("compressed-size", "compression")):
+                obj[key] = value
+        obj["diff-size"] = out.size
+        obj["uidset"] = list(out.uid_set)
+        obj["gidset"] = list(out.gid_set)
+        if out.metadata:
+            obj["metadata"] = out.metadata
+        rec.replace(obj)
+        for key, data in out.big_data.items():
+            if key == "":
+                raise errors.InvalidBigDataName("can't set empty name for layer big data item")
+            _check_big_data_key(key)
+            self._set_big_data(rec, key, data)
+        self._digests = None
+        if save:
+            self._save(rec.location)
+        return -1 if out.driver_size is None else int(out.driver_size)
+
+    def apply_diff_with_differ(
+        self,
+        to: str | None,
+        options: ApplyDiffWithDifferOpts | None,
+        differ: Differ,
+    ) -> DifferOutput:
+        """Go's ``ApplyDiffWithDiffer``: the driver makes a staging directory (on vfs, a
+        copy of ``options.parent``), ``differ.apply_diff(target, context)`` fills it,
+        and its output comes back with ``target`` set. Pass it to
+        ``create(..., staged=output)`` to make the layer, or to
+        :meth:`cleanup_staging_directory`. ``to`` is accepted for Go's signature and
+        not used. No store lock is held while the differ runs (a shared one briefly to
+        resolve the parent). Any failure removes the staging directory.
+        """
+        del to
+        if not self._rw:
+            raise self._ro_error("modify layer contents")
+        opts = options or ApplyDiffWithDifferOpts()
+        uid_map, gid_map = tuple(opts.uid_map), tuple(opts.gid_map)
+        parent_id = None
+        if opts.parent:
+            with self.reading():
+                parent_snap = self._snap(self._require_parent(opts.parent))
+            parent_id = parent_snap.id
+            uid_map = uid_map or parent_snap.uid_map
+            gid_map = gid_map or parent_snap.gid_map
+        staging = new_staging(self.driver, parent_id, uid_map=uid_map, gid_map=gid_map)
+        try:
+            context = DifferContext(
+                uid_map=uid_map,
+                gid_map=gid_map,
+                whiteout_format=self.driver.whiteout_format,
+                ignore_chown_errors=self.driver.ignore_chown_errors,
+            )
+            output = differ.apply_diff(staging.target, context)
+            if not isinstance(output, DifferOutput):
+                raise TypeError(
+                    f"differ {differ!r} returned {type(output).__name__}, not DifferOutput"
+                )
+            output.target = staging.target
+            output.parent = parent_id
+            return output
+        except BaseException:
+            release(staging.target)
+            raise
+
+    def cleanup_staging_directory(self, path: str) -> None:
+        """Go's ``CleanupStagingDirectory``: remove the staging directory of an output
+        of :meth:`apply_diff_with_differ` that will not be committed."""
+        release(path)
 
     def _apply_diff_locked(
         self, rec: LayerRecord, diff: DiffSource, trusted: _TrustedDigests
@@ -1628,6 +1961,9 @@ class LayerStore:
 
         with self.reading():
             to_rec, from_rec = self._diff_pair(to, from_)
+            blob = self._additional_blob(to_rec, from_rec, compression)
+            if blob is not None:
+                return blob
             to_snap = self._snap(to_rec)
             comp = Compression(to_snap.compression if compression is None else compression)
             if comp in (Compression.BZIP2, Compression.XZ):
@@ -1681,7 +2017,7 @@ class LayerStore:
         parent = to_rec.obj.get("parent") or ""
         from_rec = self._lookup(from_) if from_ else None
         if from_rec is None and parent:
-            from_rec = self._lookup(parent)
+            from_rec = self._lookup(parent) or self._read_only_parent(parent)
         return to_rec, from_rec
 
     def _changes_args(self, to_rec: LayerRecord, from_rec: LayerRecord | None) -> dict[str, Any]:
@@ -1714,11 +2050,136 @@ class LayerStore:
             ]
         return args
 
+    def lookup_additional_layer(self, toc_digest: str, ref: str = "") -> Any:
+        """The layer ``toc_digest`` of the driver's additional layer stores (overlay,
+        ``overlay.additionallayerstore=/path[:ref]``); LayerUnknown when none has it,
+        NotSupported for a driver without them."""
+        validate_digest(toc_digest, f"looking up additional layer {_q(str(toc_digest))}")
+        lookup = getattr(self.driver, "lookup_additional_layer", None)
+        if lookup is None:
+            raise errors.NotSupported(f"additional layer stores with {self.driver_name}")
+        return lookup(toc_digest, ref)
+
     def put_additional_layer(
-        self, id: str, parent: str | None, names: Iterable[str], additional_layer: object
+        self, id: str, parent: str | None, names: Iterable[str], additional_layer: Any
     ) -> Layer:
-        """Additional layer stores are not supported yet (NotSupported)."""
-        raise errors.NotSupported("additional layer stores")
+        """Go's ``PutAdditionalLayer``: a layer whose files stay in the additional layer
+        store (its ``diff`` becomes the layer's own, never copied) and whose record is
+        the store's ``info`` with this id, parent and names.
+
+        The record is saved ``incomplete`` before the driver's directory is made, and
+        completed after; any failure leaves no layer behind. Locking: exclusive."""
+        if not self._rw:
+            raise self._ro_error("create new layers")
+        if getattr(self.driver, "lookup_additional_layer_by_id", None) is None:
+            raise errors.NotSupported(f"additional layer stores with {self.driver_name}")
+        for method in ("info", "create_as"):
+            if not callable(getattr(additional_layer, method, None)):
+                raise TypeError(f"{additional_layer!r} is not an additional layer (no {method}())")
+        _check_id(id)
+        name_list = _names_arg(names, "creating a layer")
+        with additional_layer.info() as f:
+            raw = f.read()
+        try:
+            info = json.loads(raw or b"{}")
+        except ValueError as e:
+            raise errors.CorruptStore(
+                f"reading info of additional layer {_q(str(additional_layer))}: {e}"
+            ) from None
+        if not isinstance(info, dict):
+            raise errors.CorruptStore(
+                f"reading info of additional layer {_q(str(additional_layer))}",
+                message="not a JSON object",
+            )
+        with self.writing():
+            if id in self._byid:
+                raise errors.DuplicateID(f"layer ID {_q(id)}")
+            for name in name_list:
+                if name in self._byname:
+                    raise errors.DuplicateName(f"name {_q(name)}")
+            parent_id = ""
+            if parent:
+                parent_id = self._require_parent(parent).obj["id"]
+            created, _ = now_created()
+            obj: dict[str, Any] = {k: v for k, v in info.items() if k not in _VOLATILE_KEYS}
+            obj.update(
+                id=id,
+                names=name_list,
+                parent=parent_id,
+                created=created,
+                flags={**(info.get("flags") or {}), INCOMPLETE_FLAG: True},
+            )
+            rec = LayerRecord({}, STABLE)
+            rec.replace(obj)
+            self._add_to_indexes(rec)
+            try:
+                self._save(STABLE)
+                additional_layer.create_as(id, parent_id or None)
+                flags = dict(rec.flags)
+                flags.pop(INCOMPLETE_FLAG, None)
+                rec.replace({**rec.obj, "flags": flags})
+                self._digests = None
+                self._save(STABLE)
+            except BaseException:
+                try:
+                    self._delete_internal(rec)
+                    self._save(STABLE)
+                except Exception as cleanup:  # keep the original error
+                    log.error("cleaning up after a failed additional layer %s: %s", id, cleanup)
+                raise
+            return self._snap(rec)
+
+    def _read_only_parent(self, parent: str) -> LayerRecord | None:
+        """A parent layer of a read-only image store (None when there is none)."""
+        if not _image_store_roots(self.driver):
+            return None
+        try:
+            return self._require_parent(parent)
+        except errors.LayerUnknown:
+            return None
+
+    def _additional_blob(
+        self,
+        rec: LayerRecord,
+        from_rec: LayerRecord | None,
+        compression: Compression | int | None,
+    ) -> BinaryIO | None:
+        """The blob of a layer made from an additional layer store, when ``diff`` asks
+        for it against its parent (Go's ``Diff``: such a layer's tarball is its blob);
+        None for an ordinary layer. Locking: requires the layers lock."""
+        lookup = getattr(self.driver, "lookup_additional_layer_by_id", None)
+        if lookup is None:
+            return None
+        if (from_rec.obj["id"] if from_rec else "") != (rec.obj.get("parent") or ""):
+            return None
+        try:
+            layer = lookup(rec.obj["id"])
+        except errors.LayerUnknown:
+            return None
+        try:
+            stored = int(rec.obj.get("compression") or 0)
+            if compression is None or int(compression) == stored:
+                return layer.blob()  # type: ignore[no-any-return]
+            if int(compression) != int(Compression.NONE):
+                raise errors.NotSupported(
+                    f"diff of additional layer {_q(rec.obj['id'])}",
+                    message="we don't support converting the data into compressed forms",
+                )
+            from layerstore import _native
+            from layerstore.datapath import DiffStream
+
+            blob_path = os.path.join(layer.path, "blob")
+
+            def produce(wfd: int) -> int:
+                fd = os.open(blob_path, os.O_RDONLY | os.O_CLOEXEC)
+                try:
+                    return _native.decompress_fd(fd, wfd)
+                finally:
+                    os.close(fd)
+
+            return DiffStream(produce, name=f"diff of {rec.obj['id']}")
+        finally:
+            layer.release()
 
     # ----------------------------------------------------------------------------------
     # lifetime
@@ -1758,6 +2219,51 @@ def _creating(layer_id: str, writeable: bool, template: LayerRecord | None) -> s
         return f"creating copy of template layer {_q(template.obj['id'])} with ID {_q(layer_id)}"
     kind = "read-write" if writeable else "read-only"
     return f"creating {kind} layer with ID {_q(layer_id)}"
+
+
+_VOLATILE_KEYS: Final = frozenset(("id", "names", "parent", "created", "flags", "mountlabel"))
+
+
+def _image_store_roots(driver: Driver) -> list[str]:
+    """Graph roots of the driver's additional (read-only) image stores."""
+    roots = getattr(driver, "image_stores", None) or getattr(driver, "additional_homes", None)
+    return [str(r) for r in roots or ()]
+
+
+def _check_staged(staged: DifferOutput) -> None:
+    if not isinstance(staged, DifferOutput):
+        raise TypeError(f"staged must be a DifferOutput, not {type(staged).__name__}")
+    if not staged.target or not os.path.isdir(staged.target):
+        raise FileNotFoundError(
+            errno.ENOENT, "the staging directory of the differ output is gone", staged.target
+        )
+
+
+def _tree_identity(path: str) -> tuple[int, int, int] | None:
+    """(inode, mtime, ctime) of a directory: what a swap checks is unchanged."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _move_synced(src: str, dst: str) -> None:
+    """Rename ``src`` (fsynced first) over ``dst``; copy when they are on two filesystems."""
+    fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.makedirs(os.path.dirname(dst), mode=0o700, exist_ok=True)
+    try:
+        os.chmod(src, 0o600)
+        os.replace(src, dst)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        with open(src, "rb") as f:
+            atomic_write(dst, f.read(), mode=0o600)
 
 
 def _check_big_data_key(key: str) -> None:

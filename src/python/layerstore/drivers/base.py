@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from layerstore.idtools import IDMap
 
-__all__ = ["Driver", "MountOptions", "remove_tree"]
+__all__ = ["Driver", "MountOptions", "exchange_paths", "remove_tree"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +76,44 @@ class Driver(Protocol):
         """Make the layer's tree as a copy of ``template``'s (whose parent is ``parent``)."""
         ...
 
+    def staging_root(self, writeable: bool = False) -> str:
+        """Where staging directories for a new layer go: on the same filesystem as the
+        layer's final tree, somewhere the Go driver does not take for a layer."""
+        ...
+
+    def staging_roots(self) -> list[str]:
+        """Every staging root (for pruning abandoned staging directories)."""
+        ...
+
+    def prepare_staging(
+        self,
+        target: str,
+        parent: str | None,
+        *,
+        uid_map: Sequence[IDMap] = (),
+        gid_map: Sequence[IDMap] = (),
+    ) -> None:
+        """Make the directory ``target`` as a new layer's :meth:`apply_root` starts on
+        ``parent`` (vfs: a copy of the parent's tree). Called without the store lock."""
+        ...
+
+    def create_from_staging(
+        self,
+        id: str,
+        parent: str | None,
+        staged: str,
+        *,
+        mount_label: str = "",
+        uid_map: Sequence[IDMap] = (),
+        gid_map: Sequence[IDMap] = (),
+        storage_opt: Mapping[str, str] | None = None,
+        writeable: bool = False,
+        root_dir_mode: int | None = None,
+    ) -> None:
+        """:meth:`create`, with the filled ``staged`` dir renamed in as the layer's
+        :meth:`apply_root`."""
+        ...
+
     def remove(self, id: str) -> None:
         """Delete the layer's tree; no error when it is already gone."""
         ...
@@ -126,6 +164,30 @@ class Driver(Protocol):
     ) -> None:
         """Re-own the layer's files from the old ID mappings to the new ones."""
         ...
+
+
+_RENAME_EXCHANGE = 2
+
+
+def exchange_paths(a: str, b: str) -> None:
+    """Swap two existing paths atomically (renameat2 RENAME_EXCHANGE)."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    at_fdcwd = -100
+    if (
+        libc.renameat2(
+            ctypes.c_int(at_fdcwd),
+            os.fsencode(a),
+            ctypes.c_int(at_fdcwd),
+            os.fsencode(b),
+            ctypes.c_uint(_RENAME_EXCHANGE),
+        )
+        != 0
+    ):
+        err = ctypes.get_errno()
+        raise OSError(err, f"exchanging {a!r} and {b!r}: {os.strerror(err)}", b)
 
 
 def remove_tree(path: str) -> None:

@@ -48,7 +48,7 @@ import stat
 import tempfile
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Final
+from typing import IO, Final
 
 from layerstore.drivers.base import MountOptions, remove_tree
 from layerstore.drivers.vfs import _IDRemapper, parse_bool
@@ -61,6 +61,8 @@ log = logging.getLogger(__name__)
 
 LINK_DIR: Final = "l"
 LOWER_FILE: Final = "lower"
+STAGING_DIR: Final = "staging"
+ADDITIONAL_LAYER_FILE: Final = "additionallayer"
 MAX_DEPTH: Final = 500
 ID_LENGTH: Final = 26
 DEFAULT_PERMS: Final = 0o555
@@ -512,6 +514,8 @@ class OverlayDriver:
         self.home = os.path.abspath(home)
         self.read_only = read_only
         self.image_stores: list[str] = []
+        self.layer_stores: list[tuple[str, bool]] = []
+        """Additional layer stores: ``(path, with image reference)``."""
         self.mount_options = ""
         self.skip_mount_home = False
         self.ignore_chown_errors = False
@@ -585,9 +589,8 @@ class OverlayDriver:
                 for store in filter(None, value.split(",")):
                     self.image_stores.append(_checked_dir(store, "image path", "imageStore"))
             elif trimmed == "additionallayerstore":
-                raise NotSupported(
-                    f"overlay option {key}", message="additional layer stores are not supported"
-                )
+                for entry in filter(None, value.split(",")):
+                    self.layer_stores.append(_parse_layer_store(entry))
             elif trimmed == "mount_program":
                 if value:
                     if not os.path.exists(value):
@@ -665,7 +668,9 @@ class OverlayDriver:
         store refuses to shut down then). Returns whether the home was unmounted."""
         if self.read_only:
             return False
-        remove_tree(os.path.join(self.home, "staging"))
+        from layerstore.staging import prune_staging
+
+        prune_staging(self.staging_roots())
         if self.skip_mount_home:
             return False
         if [p for p in mount_points_under(self.home) if p != self.home]:
@@ -700,13 +705,121 @@ class OverlayDriver:
         return self._dir(id)
 
     def apply_root(self, id: str) -> str:
-        """Where a diff is extracted: the layer's ``diff/``."""
-        return os.path.join(self._dir(id), "diff")
+        """Where a diff is extracted: the layer's ``diff/`` (Go's ``getDiffPath``: for a
+        layer of an additional layer store, the store's ``diff`` it links to)."""
+        return _redirect_additional(os.path.join(self._dir(id), "diff"))
 
     def diff_roots(self, id: str) -> list[str]:
         """The layer's ``diff/`` then its lowers' ``diff/`` dirs, uppermost first: the file
         sources for tar-split assembly and for changes (Go's ``DiffGetter``)."""
-        return [self.apply_root(id), *self._lower_dirs(id)]
+        return [self.apply_root(id), *(_redirect_additional(d) for d in self._lower_dirs(id))]
+
+    # -- staging (a layer's files made without the store lock) ------------------------
+
+    def staging_root(self, writeable: bool = False) -> str:
+        """``G/overlay/staging``, as Go (whose ``Cleanup`` prunes unlocked ones)."""
+        del writeable
+        return os.path.join(self.home, STAGING_DIR)
+
+    def staging_roots(self) -> list[str]:
+        return [self.staging_root()]
+
+    def prepare_staging(
+        self,
+        target: str,
+        parent: str | None,
+        *,
+        uid_map: Sequence[IDMap] = (),
+        gid_map: Sequence[IDMap] = (),
+    ) -> None:
+        """Make ``target`` as :meth:`create` makes ``diff/``: the parent's diff mode and
+        the owner of the parent's layer dir, else 0555 and the mapped root."""
+        if self.read_only:
+            raise NotSupported(f"staging {target!r}", message="the driver is read-only")
+        uid, gid = mapped_root(uid_map, gid_map)
+        perms = DEFAULT_PERMS
+        if parent:
+            parent_dir = self._dir(parent)
+            try:
+                st = os.stat(parent_dir)
+            except FileNotFoundError:
+                raise LayerUnknown(
+                    f"overlay parent layer directory {parent_dir!r}", message="layer not known"
+                ) from None
+            uid, gid = st.st_uid, st.st_gid
+            perms = stat.S_IMODE(os.stat(os.path.join(parent_dir, "diff")).st_mode) & 0o777
+        os.mkdir(target, 0o700)
+        self._mkdir_owned(target, perms, uid, gid)
+        os.chmod(target, perms)
+
+    def create_from_staging(
+        self,
+        id: str,
+        parent: str | None,
+        staged: str,
+        *,
+        mount_label: str = "",
+        uid_map: Sequence[IDMap] = (),
+        gid_map: Sequence[IDMap] = (),
+        storage_opt: Mapping[str, str] | None = None,
+        writeable: bool = False,
+        root_dir_mode: int | None = None,
+    ) -> None:
+        """:meth:`create`, then the staged dir replaces the empty ``diff/`` with one
+        rename (Go's ``ApplyDiffFromStagingDirectory``; without a root dir mode from the
+        differ, the staged dir takes the parent's ``diff`` mode)."""
+        self.create(
+            id,
+            parent,
+            mount_label=mount_label,
+            uid_map=uid_map,
+            gid_map=gid_map,
+            storage_opt=storage_opt,
+            writeable=writeable,
+        )
+        try:
+            diff = os.path.join(self._dir(id), "diff")
+            if root_dir_mode is not None:
+                os.chmod(staged, root_dir_mode)
+            elif parent:
+                os.chmod(staged, stat.S_IMODE(os.stat(self.apply_root(parent)).st_mode))
+            os.rmdir(diff)
+            os.rename(staged, diff)
+        except BaseException:
+            self.remove(id)
+            raise
+
+    # -- additional layer stores (lazily pulled layers, used in place) -----------------
+
+    def lookup_additional_layer(self, toc_digest: str, ref: str = "") -> AdditionalLayer:
+        """Go's ``LookupAdditionalLayer``: the layer ``<store>/[base64(ref)/]<digest>/``
+        with ``diff``, ``info`` and ``blob`` in the first additional layer store that has
+        it; LayerUnknown when none does. Tells the store it is used (the ``use`` file)."""
+        ref_elem = base64.b64encode(ref.encode()).decode()
+        for path, with_ref in self.layer_stores:
+            target = (
+                os.path.join(path, ref_elem, toc_digest)
+                if with_ref
+                else os.path.join(path, toc_digest)
+            )
+            if all(os.path.exists(os.path.join(target, n)) for n in ("diff", "info", "blob")):
+                _notify_use(target)
+                return AdditionalLayer(target, self)
+        raise LayerUnknown(
+            f"additional layer ({toc_digest!r}, {ref!r}) not found", message="layer not known"
+        )
+
+    def lookup_additional_layer_by_id(self, id: str) -> AdditionalLayer:
+        """Go's ``LookupAdditionalLayerByID``: the additional layer a layer was created
+        from (its ``additionallayer`` file); LayerUnknown for an ordinary layer."""
+        path = _read_text(os.path.join(self._dir(id), ADDITIONAL_LAYER_FILE))
+        if path is None:
+            raise LayerUnknown(f"layer {id!r} is not from an additional layer store")
+        _notify_use(path)
+        return AdditionalLayer(path, self)
+
+    def is_additional_layer(self, id: str) -> bool:
+        return os.path.exists(os.path.join(self._dir(id), ADDITIONAL_LAYER_FILE))
 
     def _lower_dirs(self, id: str) -> list[str]:
         """Go's ``getLowerDirs``: the lowers' ``diff`` dirs, resolved through ``l/``."""
@@ -878,6 +991,9 @@ class OverlayDriver:
             except OSError as e:
                 log.debug("Failed to remove link %r: %s", link_path, e)
         self._refs.forget(layer + "/")
+        additional = _read_text(os.path.join(layer, ADDITIONAL_LAYER_FILE))
+        if additional:
+            _notify_release(additional)
         if not os.path.lexists(layer):
             return
         _unmount_all_under(layer)
@@ -905,7 +1021,7 @@ class OverlayDriver:
         layer, in_image_store = self._dir2(id)
         if not os.path.isdir(layer):
             raise LayerUnknown(f"overlay layer directory {layer!r}", message="layer not known")
-        read_write = not in_image_store
+        read_write = not in_image_store and not os.path.islink(os.path.join(layer, "diff"))
         opts = [o for o in options.options if o] or [o for o in self.mount_options.split(",") if o]
         if not self.using_metacopy:
             opts = [o for o in opts if o != "metacopy=on"]
@@ -1148,7 +1264,12 @@ class OverlayDriver:
         link_dir = os.path.join(self.home, LINK_DIR)
         _mkdir_all_as(link_dir, 0o755, 0, 0)
         with os.scandir(self.home) as it:
-            layers = [e.name for e in it if e.name != LINK_DIR and e.is_dir(follow_symlinks=False)]
+            layers = [
+                e.name
+                for e in it
+                if e.name not in (LINK_DIR, STAGING_DIR, "tempdirs")
+                and e.is_dir(follow_symlinks=False)
+            ]
         errors: list[str] = []
         for _ in range(10):
             errors = []
@@ -1296,3 +1417,127 @@ def _scan_for_mount_program_indicators(home: str) -> bool:
         if any(n.startswith(("user.fuseoverlayfs.", "user.containers.")) for n in names):
             return True
     return False
+
+
+# ---------------------------------------------------------------------------------------
+# additional layer stores
+
+
+class AdditionalLayer:
+    """A layer of an additional layer store (Go's ``graphdriver.AdditionalLayer``):
+    ``<path>/diff`` its files, ``<path>/info`` its record as JSON, ``<path>/blob`` its
+    tarball as pulled."""
+
+    def __init__(self, path: str, driver: OverlayDriver) -> None:
+        self.path = path
+        self._driver = driver
+        self._released = False
+
+    def __repr__(self) -> str:
+        return f"<AdditionalLayer {self.path!r}>"
+
+    def info(self) -> IO[bytes]:
+        """The ``info`` file, open (the caller closes it)."""
+        return open(os.path.join(self.path, "info"), "rb")
+
+    def blob(self) -> IO[bytes]:
+        """The ``blob`` file, open (the caller closes it)."""
+        return open(os.path.join(self.path, "blob"), "rb")
+
+    def create_as(self, id: str, parent: str | None) -> None:
+        """Go's ``CreateAs``: an ordinary layer dir whose ``diff`` is a symlink to the
+        store's ``diff`` (used in place, never copied), marked ``additionallayer``."""
+        d = self._driver
+        d.create(id, parent)
+        try:
+            layer = d._dir(id)
+            diff = os.path.join(layer, "diff")
+            remove_tree(diff)
+            _write_text(os.path.join(layer, ADDITIONAL_LAYER_FILE), self.path, 0o644)
+            _notify_use(self.path)
+            os.symlink(os.path.join(self.path, "diff"), diff)
+        except BaseException:
+            d.remove(id)
+            raise
+
+    def release(self) -> None:
+        """Tell the store this handle is no longer used (once)."""
+        if not self._released:
+            self._released = True
+            _notify_release(self.path)
+
+
+def _parse_layer_store(entry: str) -> tuple[str, bool]:
+    """``/path[:ref]`` of ``overlay.additionallayerstore`` (Go's syntax and checks)."""
+    elems = entry.split(":")
+    path = os.path.normpath(elems[0])
+    if not os.path.isabs(path):
+        raise InvalidOption(
+            f"overlay: additionallayerstore path {path!r} is not absolute.  Can not be relative",
+            message="invalid option",
+        )
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise InvalidOption(
+            f"overlay: can't stat additionallayerstore dir: {e.strerror}",
+            message="invalid option",
+        ) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise InvalidOption(
+            f"overlay: additionallayerstore path {path!r} must be a directory",
+            message="invalid option",
+        )
+    with_ref = False
+    for option in elems[1:]:
+        if option != "ref":
+            raise InvalidOption(
+                f"overlay: additionallayerstore config {path!r} contains unknown option {option!r}",
+                message="invalid option",
+            )
+        if with_ref:
+            raise InvalidOption(
+                f"overlay: additionallayerstore config of {path!r} contains {option!r} "
+                "option twice",
+                message="invalid option",
+            )
+        with_ref = True
+    return path, with_ref
+
+
+def _notify_use(path: str) -> None:
+    """Go's ``notifyUseAdditionalLayer``: create and remove ``<layer>/use`` (a store
+    that counts users answers ENOENT; a plain directory just sees a file come and go)."""
+    use = os.path.join(path, "use")
+    try:
+        fd = os.open(use, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        log.debug("additional layer store %s: use notification failed: %s", path, e)
+        return
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(use)
+
+
+def _notify_release(path: str) -> None:
+    """Go's ``notifyReleaseAdditionalLayer``: rmdir the layer dir (a store that counts
+    users answers ENOENT; a plain non-empty directory stays)."""
+    try:
+        os.rmdir(path)
+    except OSError as e:
+        if e.errno != errno.ENOENT:
+            log.debug("additional layer store %s: release notification: %s", path, e)
+
+
+def _redirect_additional(diff: str) -> str:
+    """Go's ``redirectDiffIfAdditionalLayer``: a ``diff`` that is a symlink (to an
+    additional layer store) stands for its absolute target."""
+    try:
+        target = os.readlink(diff)
+    except OSError:
+        return diff
+    if not os.path.isabs(target):
+        raise OSError(errno.EINVAL, f"linkpath must be absolute (got: {target!r})", diff)
+    return target

@@ -170,6 +170,64 @@ class VfsDriver:
             writeable=writeable,
         )
 
+    # -- staging (a layer's files made without the store lock) ------------------------
+
+    def staging_root(self, writeable: bool = False) -> str:
+        """``<home>/staging`` beside ``dir/`` (on the image store for read-only layers
+        when there is one): the same filesystem as the layer's final directory, and a
+        place Go's vfs driver never lists."""
+        return os.path.join(
+            os.path.dirname(os.path.dirname(self._own_dir("x", writeable))), "staging"
+        )
+
+    def staging_roots(self) -> list[str]:
+        return sorted({self.staging_root(True), self.staging_root(False)})
+
+    def prepare_staging(
+        self,
+        target: str,
+        parent: str | None,
+        *,
+        uid_map: Sequence[IDMap] = (),
+        gid_map: Sequence[IDMap] = (),
+    ) -> None:
+        """Make ``target`` as :meth:`create` makes a layer's tree: empty (0555, the
+        mapped root's) or a full copy of ``parent``."""
+        uid, gid = mapped_root(uid_map, gid_map)
+        parent_dir = None
+        if parent:
+            parent_dir = self.get(parent, MountOptions())
+            st = os.stat(parent_dir)
+            uid, gid = st.st_uid, st.st_gid
+        os.mkdir(target, 0o700)
+        self._chown(target, uid, gid)
+        if parent_dir is not None:
+            copy_tree(parent_dir, target, chown=self._chown)
+        else:
+            os.chmod(target, 0o555)
+
+    def create_from_staging(
+        self,
+        id: str,
+        parent: str | None,
+        staged: str,
+        *,
+        mount_label: str = "",
+        uid_map: Sequence[IDMap] = (),
+        gid_map: Sequence[IDMap] = (),
+        storage_opt: Mapping[str, str] | None = None,
+        writeable: bool = False,
+        root_dir_mode: int | None = None,
+    ) -> None:
+        """The layer's tree is the staged one (prepared for ``parent``): one rename."""
+        if storage_opt:
+            raise NotSupported(message="--storage-opt is not supported for vfs")
+        path = self._own_dir(id, writeable)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        if root_dir_mode is not None:
+            os.chmod(staged, root_dir_mode)
+        os.rename(staged, path)
+
     def remove(self, id: str) -> None:
         for path in {self._own_dir(id, True), self._own_dir(id, False)}:
             remove_tree(path)

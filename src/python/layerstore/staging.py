@@ -1,0 +1,356 @@
+"""Staging directories and differs: a layer's files are made without the store lock.
+
+A staging directory is ``<driver home>/staging/<random>/`` (Go's overlay layout), holding
+
+* ``dir/``          the layer's files as they are being made (the differ's target);
+* ``staging.lock``  an open-file-description write lock held while it is in use, so
+                    another process (ours, or Go's overlay ``Cleanup``) that can take the
+                    lock knows the directory is abandoned and may remove it;
+* ``tar-split.gz``  the layer's tar-split, when a :class:`TarballDiffer` made it.
+
+The layer store commits a filled staging directory under its exclusive lock with a
+rename (:meth:`layerstore.LayerStore.create` with ``staged=``); a crash leaves only the
+staging directory, which the next writer's load removes (:func:`prune_staging`).
+
+A *differ* is any object with ``apply_diff(dest, options) -> DifferOutput`` that fills
+``dest`` (Go's ``graphdriver.Differ``); :class:`TarballDiffer` is the one shipped here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import struct
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
+
+from layerstore.drivers.base import remove_tree
+from layerstore.idtools import IDMap
+
+if TYPE_CHECKING:
+    from layerstore.datapath import DiffSource
+
+__all__ = [
+    "ApplyDiffWithDifferOpts",
+    "Differ",
+    "DifferContext",
+    "DifferOutput",
+    "StagingDir",
+    "TarballDiffer",
+    "new_staging",
+    "prune_staging",
+    "release",
+]
+
+log = logging.getLogger(__name__)
+
+STAGING_DIR: Final = "staging"
+STAGING_LOCK: Final = "staging.lock"
+TARGET: Final = "dir"
+TAR_SPLIT: Final = "tar-split.gz"
+
+# open-file-description locks: they conflict with every other fd, in this process too,
+# and with the classic fcntl record locks Go's staging lock file uses.
+_F_OFD_SETLK: Final = getattr(fcntl, "F_OFD_SETLK", 37)
+_FLOCK: Final = "hhxxxxqqixxxx"  # struct flock on 64-bit Linux
+
+# staging directories this process is filling (a prune in this process skips them)
+_live: set[str] = set()
+_live_mutex = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyDiffWithDifferOpts:
+    """Go's ``ApplyDiffWithDifferOpts``: ID mappings for the new files and flags to set
+    on the layer. ``parent`` (an extension) is the layer the new one will sit on: a
+    driver whose layers hold their whole tree (vfs) starts the staging directory as a
+    copy of it, and the layer must then be created on that same parent."""
+
+    uid_map: tuple[IDMap, ...] = ()
+    gid_map: tuple[IDMap, ...] = ()
+    flags: Mapping[str, Any] | None = None
+    parent: str | None = None
+
+
+@dataclass(slots=True)
+class DifferOutput:
+    """What a differ made (Go's ``DriverWithDifferOutput``).
+
+    ``target`` is the staging directory the files are in (set by the driver);
+    ``tar_split`` the layer's tar-split as uncompressed JSON lines (as Go), or
+    ``tar_split_file`` a gzip-compressed tar-split file already written beside it.
+    ``size`` is the uncompressed tarball size (``diff-size``).
+    """
+
+    uid_set: list[int] = field(default_factory=list)
+    gid_set: list[int] = field(default_factory=list)
+    compressed_digest: str = ""
+    uncompressed_digest: str = ""
+    toc_digest: str = ""
+    size: int = 0
+    metadata: str = ""
+    tar_split: bytes | None = None
+    big_data: dict[str, bytes] = field(default_factory=dict)
+    target: str = ""
+    root_dir_mode: int | None = None
+    compressed_size: int | None = None
+    compression: int | None = None
+    tar_split_file: str | None = None
+    driver_size: int | None = None
+    """What ``create(diff=)`` reports as the layer's size (vfs: the entries' sizes;
+    overlay: the disk usage of ``diff/``); None when the differ did not say."""
+    parent: str | None = None
+    """The parent the staging directory was prepared for (copied from, on vfs)."""
+    base_identity: tuple[int, int, int] | None = None
+    """For a restaged existing layer: the identity of the tree it started from."""
+
+
+@runtime_checkable
+class Differ(Protocol):
+    """Fills a staging directory (Go's ``graphdriver.Differ``)."""
+
+    def apply_diff(self, dest: str, options: DifferContext) -> DifferOutput:
+        """Make the layer's files in ``dest`` (an existing directory) and describe them."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class DifferContext:
+    """What the driver tells a differ (Go's ``archive.TarOptions`` subset)."""
+
+    uid_map: tuple[IDMap, ...] = ()
+    gid_map: tuple[IDMap, ...] = ()
+    whiteout_format: str = "vfs"
+    ignore_chown_errors: bool = False
+
+
+class StagingDir:
+    """A locked staging directory ``<root>/<random>/`` with its target ``dir/``."""
+
+    def __init__(self, root: str) -> None:
+        os.makedirs(root, mode=0o700, exist_ok=True)
+        self.path = tempfile.mkdtemp(dir=root)
+        self.target = os.path.join(self.path, TARGET)
+        self._fd: int | None = None
+        try:
+            self._fd = os.open(
+                os.path.join(self.path, STAGING_LOCK),
+                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                0o600,
+            )
+            _ofd_lock(self._fd)
+        except BaseException:
+            self.remove()
+            raise
+        with _live_mutex:
+            _live.add(self.path)
+
+    @property
+    def tar_split_path(self) -> str:
+        return os.path.join(self.path, TAR_SPLIT)
+
+    def remove(self) -> None:
+        """Delete the staging directory and drop its lock (no error when gone)."""
+        with _live_mutex:
+            _live.discard(self.path)
+        try:
+            remove_tree(self.path)
+        finally:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def __repr__(self) -> str:
+        return f"<StagingDir {self.path!r}>"
+
+
+_by_target: dict[str, StagingDir] = {}
+
+
+def new_staging(
+    driver: Any,
+    parent: str | None,
+    *,
+    uid_map: Iterable[IDMap] = (),
+    gid_map: Iterable[IDMap] = (),
+    writeable: bool = False,
+) -> StagingDir:
+    """A locked staging directory of ``driver`` whose target starts as the driver makes
+    a new layer's tree on ``parent`` (vfs: a copy of it). No store lock is needed."""
+    staging = StagingDir(driver.staging_root(writeable))
+    try:
+        driver.prepare_staging(
+            staging.target, parent, uid_map=tuple(uid_map), gid_map=tuple(gid_map)
+        )
+    except BaseException:
+        staging.remove()
+        raise
+    with _live_mutex:
+        _by_target[os.path.normpath(staging.target)] = staging
+    return staging
+
+
+def release(target: str) -> None:
+    """Remove the staging directory of ``target`` (Go's ``CleanupStagingDirectory``):
+    the whole ``<random>/`` parent, lock included; no error when it is gone."""
+    with _live_mutex:
+        staging = _by_target.pop(os.path.normpath(target), None)
+    if staging is not None:
+        staging.remove()
+        return
+    parent = os.path.dirname(os.path.normpath(target))
+    if os.path.basename(os.path.dirname(parent)) != STAGING_DIR:
+        raise ValueError(f"{target!r} is not a staging directory")
+    remove_tree(parent)
+
+
+def prune_staging(roots: Iterable[str]) -> list[str]:
+    """Remove abandoned staging directories under each root (those whose lock can be
+    taken and that no thread of this process is filling); returns what was removed."""
+    removed: list[str] = []
+    for root in roots:
+        try:
+            names = os.listdir(root)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for name in names:
+            path = os.path.join(root, name)
+            with _live_mutex:
+                if path in _live:
+                    continue
+            if _try_lock_for_removal(path):
+                log.info("removing abandoned staging directory %s", path)
+                removed.append(path)
+    return removed
+
+
+def _try_lock_for_removal(path: str) -> bool:
+    lock_path = os.path.join(path, STAGING_LOCK)
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        # no lock file: a crash between mkdtemp and creating it, or not ours at all
+        if os.path.isdir(path) and _older_than(path, 60.0):
+            remove_tree(path)
+            return True
+        return False
+    except OSError:
+        return False
+    try:
+        try:
+            _ofd_lock(fd)
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            raise
+        remove_tree(path)
+        return True
+    finally:
+        os.close(fd)
+
+
+def _older_than(path: str, seconds: float) -> bool:
+    try:
+        return time.time() - os.stat(path).st_mtime > seconds
+    except OSError:
+        return False
+
+
+def _ofd_lock(fd: int) -> None:
+    """Take a write lock on the whole file, without waiting (EAGAIN when held)."""
+    fcntl.fcntl(fd, _F_OFD_SETLK, struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
+
+
+# ---------------------------------------------------------------------------------------
+# the differ shipped with the package
+
+
+class TarballDiffer:
+    """Fills a staging directory from a plain layer tarball (any compression) through
+    the native extractor, the same one :meth:`LayerStore.apply_diff` uses.
+
+    ``source`` is bytes, a path or a binary file object (read once, streamed).
+    ``compressed_digest``/``compressed_size``/``uncompressed_digest`` are trusted
+    instead of computed when given (sha256 only, as Go). The output carries the
+    tar-split as a gzip file beside the staging target (``tar_split_file``), or as
+    uncompressed bytes (``tar_split``) when ``tar_split_bytes`` is set.
+    """
+
+    def __init__(
+        self,
+        source: DiffSource,
+        *,
+        compressed_digest: str | None = None,
+        compressed_size: int | None = None,
+        uncompressed_digest: str | None = None,
+        tar_split_bytes: bool = False,
+    ) -> None:
+        self.source = source
+        self.compressed_digest = compressed_digest
+        self.compressed_size = compressed_size
+        self.uncompressed_digest = uncompressed_digest
+        self.tar_split_bytes = tar_split_bytes
+
+    def apply_diff(self, dest: str, options: DifferContext) -> DifferOutput:
+        from layerstore import _native
+        from layerstore.datapath import native_source
+
+        ts_path = os.path.join(os.path.dirname(dest), TAR_SPLIT)
+        mode_before = os.lstat(dest).st_mode & 0o7777
+        fd = os.open(ts_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            with native_source(self.source) as source:
+                result = _native.apply_layer(
+                    source,
+                    dest,
+                    tarsplit_fd=fd,
+                    uid_map=[(m.container_id, m.host_id, m.size) for m in options.uid_map],
+                    gid_map=[(m.container_id, m.host_id, m.size) for m in options.gid_map],
+                    whiteout_format=options.whiteout_format,
+                    trusted_compressed_digest=self.compressed_digest,
+                    ignore_chown_errors=options.ignore_chown_errors,
+                )
+        finally:
+            os.close(fd)
+        if not os.path.isdir(dest):
+            raise FileNotFoundError(
+                errno.ENOENT,
+                "the staging directory was removed while the layer was being extracted "
+                "(a Go `containers-storage shutdown` removes every overlay staging dir)",
+                dest,
+            )
+        compressed_size = int(result["compressed_size"])
+        if self.compressed_digest is not None and self.compressed_size is not None:
+            compressed_size = self.compressed_size
+        size = int(result["size"])
+        if options.whiteout_format == "overlay":
+            size = _native.diff_size(dest, None, mode="overlay")
+        mode_after = os.lstat(dest).st_mode & 0o7777
+        out = DifferOutput(
+            uid_set=list(result["uid_set"]),
+            gid_set=list(result["gid_set"]),
+            compressed_digest=self.compressed_digest or str(result["compressed_digest"]),
+            uncompressed_digest=self.uncompressed_digest or str(result["uncompressed_digest"]),
+            size=int(result["uncompressed_size"]),
+            compressed_size=compressed_size,
+            compression=int(result["compression"]),
+            driver_size=size,
+            root_dir_mode=mode_after if mode_after != mode_before else None,
+        )
+        if self.tar_split_bytes:
+            import gzip
+
+            with gzip.open(ts_path, "rb") as f:
+                out.tar_split = f.read()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(ts_path)
+        else:
+            out.tar_split_file = ts_path
+        return out
