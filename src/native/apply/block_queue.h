@@ -1,0 +1,66 @@
+// Big reference-counted blocks and the bounded queues that carry them between the stages
+// of the apply pipeline. Blocks come from a pool, so the pipeline does not page-fault
+// fresh memory for every MiB.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+namespace layerstore {
+
+// Thrown inside a stage when another stage failed: the stage stops without an error.
+struct PipelineCancelled {};
+
+struct Block {
+  std::vector<uint8_t> storage;
+  const uint8_t* data = nullptr;
+  size_t len = 0;
+};
+using BlockPtr = std::shared_ptr<Block>;
+
+class BlockPool {
+ public:
+  explicit BlockPool(size_t block_size) : block_size_(block_size) {}
+  size_t block_size() const { return block_size_; }
+  // A block with storage of block_size bytes, len 0; returns to the pool when released.
+  BlockPtr get();
+
+ private:
+  void put(Block* b);
+  size_t block_size_;
+  std::mutex mu_;
+  std::vector<std::unique_ptr<Block>> free_;
+};
+
+// Wake-ups are batched: a producer that found the queue full sleeps until it is half
+// empty, a consumer that found it empty sleeps until it is half full (or closed). On a
+// busy 2-core machine every sleep costs a trip through the run queue, so the stages hand
+// over bursts of blocks instead of one block per wake-up.
+class BlockQueue {
+ public:
+  explicit BlockQueue(size_t capacity) : capacity_(capacity < 2 ? 2 : capacity) {}
+  // Blocks while full; throws PipelineCancelled after abort().
+  void push(BlockPtr b);
+  // False at the end (closed and drained); throws PipelineCancelled after abort().
+  bool pop(BlockPtr* out);
+  void close();
+  void abort();
+
+ private:
+  std::mutex mu_;
+  std::condition_variable not_full_;
+  std::condition_variable not_empty_;
+  std::deque<BlockPtr> q_;
+  size_t capacity_;
+  bool producer_waiting_ = false;
+  bool consumer_waiting_ = false;
+  bool closed_ = false;
+  bool aborted_ = false;
+};
+
+}  // namespace layerstore
