@@ -45,8 +45,8 @@ test-native: venv
 	ctest --test-dir $(NATIVE_BUILD) --output-on-failure
 
 lint: venv
-	$(VENV)/bin/ruff check src/python tests benchmarks
-	$(VENV)/bin/ruff format --check src/python tests benchmarks
+	$(VENV)/bin/ruff check src/python tests $(wildcard benchmarks)
+	$(VENV)/bin/ruff format --check src/python tests $(wildcard benchmarks)
 
 typecheck: build
 	$(VENV)/bin/mypy
