@@ -7,11 +7,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-stamp
 SYSTEM_PACKAGES := containers-storage tar-split libisal-dev libzstd-dev libssl-dev \
 	zlib1g-dev libbz2-dev liblzma-dev pkg-config g++ pigz zstd xz-utils bzip2 \
-	attr debootstrap e2fsprogs util-linux
+	attr debootstrap e2fsprogs util-linux isal time
 NATIVE_BUILD := build/native-tests
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: all system-deps venv build test test-native lint typecheck demo bench clean
+.PHONY: all system-deps venv build test test-native lint typecheck demo bench bench-native datasets clean
 
 all: build
 
@@ -59,6 +59,12 @@ demo: build
 
 bench: build
 	$(PY) benchmarks/compare.py --results benchmarks/results.md
+
+bench-native: build
+	$(PY) -m pytest benchmarks/bench_native.py benchmarks/bench_store.py
+
+datasets: venv
+	$(PY) benchmarks/datasets.py
 
 clean:
 	rm -rf build .demo
