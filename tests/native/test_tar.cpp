@@ -132,6 +132,124 @@ static std::string pax_record(const std::string& k, const std::string& v) {
 }
 static const std::string kEnd(1024, '\0');
 
+// Sparse entries, expanded as Go's archive/tar does: GNU tar's PAX 0.0/0.1/1.0 and old GNU
+// 'S' (which keeps its type), with leading/trailing holes and all-hole files; Go's errors
+// for maps that are corrupt, truncated or do not match the stored data.
+static std::string pax_entry(const std::string& records, const std::string& name, char type,
+                             const std::string& stored) {
+  return block("PaxHeaders/" + name, 'x', static_cast<int64_t>(records.size())) +
+         pad(records) + block(name, type, static_cast<int64_t>(stored.size())) + pad(stored);
+}
+
+static void test_sparse() {
+  const std::string d = tmpdir + "/sparse";
+  sh("mkdir -p " + d);
+  // lead: hole then data; trail: data then hole; holes: all hole; mid: data-hole-data.
+  sh("cd " + d + " && truncate -s 1000000 holes && printf tail | dd of=lead bs=1 seek=700000 " +
+     "status=none && printf head > trail && truncate -s 300000 trail && " +
+     "printf AB > mid && printf CD | dd of=mid bs=1 seek=200000 status=none");
+  std::string lead = std::string(700000, '\0') + "tail";
+  std::string trail = "head" + std::string(300000 - 4, '\0');
+  std::string mid = "AB" + std::string(200000 - 2, '\0') + "CD";
+  for (const char* fmt : {"--sparse-version=0.0 --format=posix", "--sparse-version=0.1 "
+                          "--format=posix", "--sparse-version=1.0 --format=posix",
+                          "--format=gnu"}) {
+    const std::string out = d + "/out.tar";
+    sh("tar --sparse " + std::string(fmt) + " -cf " + out + " -C " + d + " lead trail holes mid");
+    const std::string tar = read_file(out);
+    for (size_t chunk : {size_t{7777}, size_t{1} << 20}) {
+      auto es = read_all(tar, nullptr, chunk);
+      CHECK(es.size() == 4);
+      const char want_type = std::string(fmt) == "--format=gnu" ? 'S' : '0';
+      const Entry* e = find(es, "lead");
+      CHECK(e && e->h.typeflag == want_type && e->h.size == 700004 && e->data == lead);
+      e = find(es, "trail");
+      CHECK(e && e->h.size == 300000 && e->data == trail);
+      e = find(es, "holes");
+      CHECK(e && e->h.size == 1000000 && e->data == std::string(1000000, '\0'));
+      e = find(es, "mid");
+      CHECK(e && e->h.size == 200002 && e->data == mid);
+    }
+    // read_view gives the same bytes (holes from a zero buffer), and remaining() counts
+    // logical bytes.
+    MemorySource src(tar.data(), tar.size());
+    TarReader r(src);
+    TarHeader h;
+    std::string got;
+    while (r.next(h)) {
+      if (h.name != "lead") continue;
+      CHECK(r.remaining() == 700004);
+      const uint8_t* p;
+      for (size_t n; (n = r.read_view(&p, 100000)) > 0;)
+        got.append(reinterpret_cast<const char*>(p), n);
+      CHECK(r.remaining() == 0);
+    }
+    CHECK(got == lead);
+  }
+
+  // Crafted PAX 0.1 / 1.0 entries.
+  auto rec01 = [](const std::string& size, const std::string& blocks, const std::string& map) {
+    return pax_record("GNU.sparse.size", size) + pax_record("GNU.sparse.numblocks", blocks) +
+           pax_record("GNU.sparse.map", map);
+  };
+  auto es = read_all(pax_entry(rec01("10", "2", "1,2,8,2"), "f", '0', "abcd") + kEnd);
+  CHECK(es.size() == 1 && es[0].h.size == 10 &&
+        es[0].data == std::string("\0ab\0\0\0\0\0cd", 10));
+  // 0.0: offset/numbytes pairs make the map.
+  std::string r00 = pax_record("GNU.sparse.size", "4") + pax_record("GNU.sparse.numblocks", "1") +
+                    pax_record("GNU.sparse.offset", "2") + pax_record("GNU.sparse.numbytes", "2");
+  es = read_all(pax_entry(r00, "f", '0', "xy") + kEnd);
+  CHECK(es.size() == 1 && es[0].data == std::string("\0\0xy", 4));
+  std::string r00bad =
+      pax_record("GNU.sparse.numbytes", "2") + pax_record("GNU.sparse.offset", "2");
+  CHECK(error_of(pax_entry(r00bad, "f", '0', "xy") + kEnd) == "archive/tar: invalid tar header");
+  // 1.0: the map is in the data; the name and real size come from the records.
+  std::string r10 = pax_record("GNU.sparse.major", "1") + pax_record("GNU.sparse.minor", "0") +
+                    pax_record("GNU.sparse.name", "real/name") +
+                    pax_record("GNU.sparse.realsize", "6");
+  es = read_all(pax_entry(r10, "GNUSparseFile.0/name", '0', pad("1\n3\n2\n") + "zz") + kEnd);
+  CHECK(es.size() == 1 && es[0].h.name == "real/name" && es[0].h.size == 6 &&
+        es[0].data == std::string("\0\0\0zz\0", 6));
+  // An unknown version is a plain file.
+  std::string r20 = pax_record("GNU.sparse.major", "2") + pax_record("GNU.sparse.minor", "0");
+  es = read_all(pax_entry(r20, "f", '0', "abc") + kEnd);
+  CHECK(es.size() == 1 && es[0].h.size == 3 && es[0].data == "abc");
+
+  const std::string bad = "archive/tar: invalid tar header";
+  CHECK(error_of(pax_entry(rec01("10", "3", "1,2,8,2"), "f", '0', "abcd") + kEnd) == bad);
+  CHECK(error_of(pax_entry(rec01("10", "x", "1,2"), "f", '0', "ab") + kEnd) == bad);
+  CHECK(error_of(pax_entry(rec01("10", "1", "9,2"), "f", '0', "ab") + kEnd) == bad);  // past size
+  CHECK(error_of(pax_entry(rec01("10", "2", "4,2,1,2"), "f", '0', "abcd") + kEnd) == bad);  // order
+  CHECK(error_of(pax_entry(rec01("10", "1", "-1,2"), "f", '0', "ab") + kEnd) == bad);
+  CHECK(error_of(pax_entry(rec01("x", "1", "1,2"), "f", '0', "ab") + kEnd) == bad);
+  CHECK(error_of(pax_entry(rec01("10", "1", "1,2"), "s", '2', "") + kEnd) == bad);  // symlink
+  CHECK(error_of(pax_entry(rec01("10", "1", "1,5"), "f", '0', "ab") + kEnd) ==
+        "archive/tar: sparse file references non-existent data");
+  CHECK(error_of(pax_entry(rec01("10", "1", "1,2"), "f", '0', "abcdef") + kEnd) ==
+        "archive/tar: sparse file contains unreferenced data");
+  CHECK(error_of(pax_entry(r10, "f", '0', pad("1\n3\nx\n") + "zz") + kEnd) == bad);
+  CHECK(error_of(pax_entry(r10, "f", '0', pad("-1\n")) + kEnd) == bad);
+  CHECK(error_of(pax_entry(r10, "f", '0', pad("4\n1\n1\n")) + kEnd) == "unexpected EOF");
+  CHECK(error_of(pax_entry(r10, "f", '0', "1\n3\n") + kEnd) == "unexpected EOF");
+  std::string cut = pax_entry(r10, "f", '0', pad("1\n3\n2\n") + "zz");
+  CHECK(error_of(cut.substr(0, cut.size() - 512 - 300)) == "unexpected EOF");  // inside the map
+
+  // Old GNU 'S': a ustar (not GNU) block is refused, as is a missing extension block.
+  CHECK(error_of(block("old", 'S', 3) + pad("abc") + kEnd) == bad);
+  std::string s = block("old", 'S', 2);
+  std::memcpy(&s[257], "ustar  \0", 8);
+  put_octal(&s[386], 12, 1);   // offset 1
+  put_octal(&s[398], 12, 2);   // length 2
+  put_octal(&s[483], 12, 5);   // real size
+  rechecksum(s);
+  es = read_all(s + pad("xy") + kEnd);
+  CHECK(es.size() == 1 && es[0].h.typeflag == 'S' && es[0].h.size == 5 &&
+        es[0].data == std::string("\0xy\0\0", 5));
+  s[482] = 1;  // "extended": an extension block must follow
+  rechecksum(s);
+  CHECK(error_of(s) == "unexpected EOF");
+}
+
 int main() {
   char tmpl[] = "/tmp/test_tar.XXXXXX";
   tmpdir = mkdtemp(tmpl);
@@ -280,14 +398,7 @@ int main() {
     // A missing final padding is an end too (Go's tryReadFull returns io.EOF).
     CHECK(read_all(block("a", '0', 1) + "x").size() == 1);
   }
-  {
-    // Sparse: PAX sparse is refused; an old GNU 'S' entry comes out as is.
-    std::string sp = pax_record("GNU.sparse.major", "1") + pax_record("GNU.sparse.minor", "0");
-    CHECK(error_of(block("x", 'x', static_cast<int64_t>(sp.size())) + pad(sp) +
-                   block("f", '0', 0) + kEnd) == "archive/tar: sparse files are not supported");
-    auto es = read_all(block("old", 'S', 3) + pad("abc") + kEnd);
-    CHECK(es.size() == 1 && es[0].h.typeflag == 'S' && es[0].data == "abc");
-  }
+  test_sparse();  // sparse entries: expanded as Go does
   // ---- errors, as Go words them ----
   {
     std::string good = block("a", '0', 1000) + pad(std::string(1000, 'q')) + kEnd;

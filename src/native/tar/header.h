@@ -1,5 +1,5 @@
 // One tar entry as the Go archive/tar reader returns it: PAX and GNU long names/links
-// already merged, sparse maps not supported. The seam between the tar reader, the
+// already merged, sparse files expanded. The seam between the tar reader, the
 // tar-split packer and the extractor.
 #pragma once
 

@@ -13,6 +13,9 @@ constexpr size_t kBufSize = 1 << 20;
 constexpr int64_t kMaxSpecialFileSize = 1 << 20;
 const char kErrHeader[] = "archive/tar: invalid tar header";
 const char kErrUnexpectedEOF[] = "unexpected EOF";
+const char kErrMissData[] = "archive/tar: sparse file references non-existent data";
+const char kErrUnrefData[] = "archive/tar: sparse file contains unreferenced data";
+const uint8_t kZeros[1 << 16] = {};  // what read_view hands out for holes
 
 [[noreturn]] void err_header() { throw ArchiveError(kErrHeader); }
 [[noreturn]] void err_eof() { throw ArchiveError(kErrUnexpectedEOF); }
@@ -133,10 +136,13 @@ void pax_set(PaxRecords& recs, std::string k, std::string v) {
   recs.emplace_back(std::move(k), std::move(v));
 }
 
+// Go's parsePAX, with its GNU sparse 0.0 -> 0.1 conversion: the repeated
+// GNU.sparse.offset/numbytes pairs become one GNU.sparse.map record.
 PaxRecords parse_pax(const std::string& buf) {
   PaxRecords recs;
   size_t pos = 0;
-  bool sparse = false;
+  std::string sparse_map;
+  size_t sparse_fields = 0;
   while (pos < buf.size()) {
     size_t sp = buf.find(' ', pos);
     if (sp == std::string::npos) err_header();
@@ -160,11 +166,91 @@ PaxRecords parse_pax(const std::string& buf) {
     } else if (k.find('\0') != std::string::npos) {
       err_header();
     }
-    if (k.compare(0, 11, "GNU.sparse.") == 0) sparse = true;
+    if (k == "GNU.sparse.offset" || k == "GNU.sparse.numbytes") {
+      bool want_offset = sparse_fields % 2 == 0;
+      if (want_offset != (k == "GNU.sparse.offset") || v.find(',') != std::string::npos)
+        err_header();
+      if (sparse_fields++ > 0) sparse_map += ',';
+      sparse_map += v;
+      continue;
+    }
     pax_set(recs, std::move(k), std::move(v));
   }
-  if (sparse) throw ArchiveError("archive/tar: sparse files are not supported");
+  if (sparse_fields > 0) pax_set(recs, "GNU.sparse.map", std::move(sparse_map));
   return recs;
+}
+
+const std::string& pax_get(const PaxRecords& recs, const char* k) {
+  static const std::string kEmpty;
+  for (const auto& kv : recs)
+    if (kv.first == k) return kv.second;
+  return kEmpty;
+}
+
+// Go's readGNUSparsePAXHeaders, up to the map: 0 for 0.0/0.1 (map in the records), 1 for
+// 1.0 (map in the data), -1 if not a PAX sparse file. Sets the name and the real size.
+int pax_sparse_version(const PaxRecords& recs, TarHeader& h) {
+  const std::string& major = pax_get(recs, "GNU.sparse.major");
+  const std::string& minor = pax_get(recs, "GNU.sparse.minor");
+  int version;
+  if (major == "0" && (minor == "0" || minor == "1")) {
+    version = 0;
+  } else if (major == "1" && minor == "0") {
+    version = 1;
+  } else if (!major.empty() || !minor.empty()) {
+    return -1;  // unknown version: a plain file, as in Go
+  } else if (!pax_get(recs, "GNU.sparse.map").empty()) {
+    version = 0;
+  } else {
+    return -1;
+  }
+  const std::string& name = pax_get(recs, "GNU.sparse.name");
+  if (!name.empty()) h.name = name;
+  const std::string* size = &pax_get(recs, "GNU.sparse.size");
+  if (size->empty()) size = &pax_get(recs, "GNU.sparse.realsize");
+  if (!size->empty() && !parse_decimal(*size, &h.size)) err_header();
+  return version;
+}
+
+// Go's readGNUSparseMap0x1.
+template <class Entry>
+void sparse_map_0x1(const PaxRecords& recs, std::vector<Entry>& sp) {
+  int64_t n;
+  if (!parse_decimal(pax_get(recs, "GNU.sparse.numblocks"), &n) || n < 0 || n > INT64_MAX / 2)
+    err_header();
+  const std::string& map = pax_get(recs, "GNU.sparse.map");
+  std::vector<std::string> fields;
+  if (!map.empty()) {
+    size_t start = 0;
+    for (;;) {
+      size_t comma = map.find(',', start);
+      fields.push_back(map.substr(start, comma - start));
+      if (comma == std::string::npos) break;
+      start = comma + 1;
+    }
+  }
+  if (static_cast<int64_t>(fields.size()) != 2 * n) err_header();
+  for (size_t i = 0; i + 1 < fields.size(); i += 2) {
+    Entry e{0, 0};
+    if (!parse_decimal(fields[i], &e.offset) || !parse_decimal(fields[i + 1], &e.length))
+      err_header();
+    sp.push_back(e);
+  }
+}
+
+// Go's validateSparseEntries.
+template <class Entry>
+bool sparse_map_valid(const std::vector<Entry>& sp, int64_t size) {
+  if (size < 0) return false;
+  int64_t pre_end = 0;
+  for (const Entry& e : sp) {
+    if (e.offset < 0 || e.length < 0) return false;
+    if (e.offset > INT64_MAX - e.length) return false;
+    if (e.offset + e.length > size) return false;
+    if (pre_end > e.offset) return false;
+    pre_end = e.offset + e.length;
+  }
+  return true;
 }
 
 void merge_pax(TarHeader& h, const PaxRecords& recs) {
@@ -368,6 +454,7 @@ std::string TarReader::read_special(int64_t size) {
 
 bool TarReader::next(TarHeader& h) {
   if (done_) return false;
+  sparse_ = false;
   PaxRecords pax;
   std::string long_name, long_link;
   bool have_long_name = false, have_long_link = false;
@@ -422,22 +509,157 @@ bool TarReader::next(TarHeader& h) {
         }
         continue;
       }
-      // Old GNU sparse ('S') comes out as is, with its physical data: the extractor refuses
-      // the type as Go's does ("unhandled tar header type 83"), and tar-split keeps the bytes.
-      default:
+      // Old GNU sparse ('S') is expanded but keeps its type: the extractor refuses it as
+      // Go's does ("unhandled tar header type 83").
+      default: {
         merge_pax(h, pax);
         if (have_long_name) h.name = long_name;
         if (have_long_link) h.linkname = long_link;
         if (h.typeflag == '\0') {
           h.typeflag = (!h.name.empty() && h.name.back() == '/') ? '5' : '0';
         }
-        set_data(h);
+        set_data(h);  // the physical size
+        std::vector<SparseEntry> sp;
+        if (h.typeflag == 'S') {
+          read_old_gnu_sparse_map(blk, h, sp);
+        } else {
+          int version = pax.empty() ? -1 : pax_sparse_version(pax, h);
+          if (version < 0) return true;
+          if (version == 1)
+            read_sparse_map_1x0(sp);
+          else
+            sparse_map_0x1(pax, sp);
+        }
+        if (is_header_only_type(h.typeflag) || !sparse_map_valid(sp, h.size)) err_header();
+        start_sparse(h, sp);
         return true;
+      }
     }
   }
 }
 
+void TarReader::read_old_gnu_sparse_map(uint8_t* blk, TarHeader& h,
+                                        std::vector<SparseEntry>& sp) {
+  // Go's readOldGNUSparseMap: 4 entries in the header, 21 per extension block (raw).
+  if (std::memcmp(blk + 257, "ustar ", 6) != 0 || std::memcmp(blk + 263, " \0", 2) != 0)
+    err_header();  // STAR's 'S' has another layout
+  Parser p;
+  h.size = p.parse_numeric(blk + 483, 12);
+  if (p.err) err_header();
+  const uint8_t* entries = blk + 386;
+  int count = 4;
+  const uint8_t* extended = blk + 482;
+  for (;;) {
+    for (int i = 0; i < count; ++i) {
+      const uint8_t* e = entries + 24 * i;
+      if (e[0] == 0) break;
+      SparseEntry s{p.parse_numeric(e, 12), p.parse_numeric(e + 12, 12)};
+      if (p.err) err_header();
+      sp.push_back(s);
+    }
+    if (*extended == 0) return;
+    if (!read_block(blk)) err_eof();
+    entries = blk;
+    count = 21;
+    extended = blk + 504;
+  }
+}
+
+void TarReader::read_sparse_map_1x0(std::vector<SparseEntry>& sp) {
+  // Go's readGNUSparseMap1x0: newline-terminated decimals in whole 512-byte blocks at the
+  // front of the data, read as data (so neither raw nor in the entry's data).
+  std::string text;
+  size_t pos = 0;
+  int64_t newlines = 0;
+  auto feed = [&](int64_t want) {
+    while (newlines < want) {
+      if (want - newlines > remaining_) err_eof();  // the data cannot hold them
+      uint8_t b[512];
+      for (size_t got = 0; got < sizeof b;) {
+        size_t r = read_dense(b + got, sizeof b - got);
+        if (r == 0) err_eof();
+        got += r;
+      }
+      text.append(reinterpret_cast<const char*>(b), sizeof b);
+      newlines += std::count(b, b + sizeof b, '\n');
+    }
+  };
+  auto token = [&](int64_t* out) {
+    --newlines;
+    size_t nl = text.find('\n', pos);
+    bool ok = parse_decimal(text.substr(pos, nl - pos), out);
+    pos = nl + 1;
+    return ok;
+  };
+  feed(1);
+  int64_t n;
+  if (!token(&n) || n < 0 || n > INT64_MAX / 2) err_header();
+  feed(2 * n);
+  for (int64_t i = 0; i < n; ++i) {
+    SparseEntry e{0, 0};
+    bool ok1 = token(&e.offset);
+    bool ok2 = token(&e.length);
+    if (!ok1 || !ok2) err_header();
+    sp.push_back(e);
+  }
+}
+
+void TarReader::start_sparse(const TarHeader& h, const std::vector<SparseEntry>& sp) {
+  fragments_.clear();
+  for (const SparseEntry& e : sp)
+    if (e.length > 0) fragments_.push_back(e);
+  fragment_ = 0;
+  sparse_pos_ = 0;
+  sparse_size_ = h.size;
+  sparse_ = true;
+}
+
+size_t TarReader::read_sparse(uint8_t* buf, const uint8_t** p, size_t n) {
+  // Go's sparseFileReader: holes read as zeros, data fragments from the stored data.
+  uint64_t left = static_cast<uint64_t>(sparse_size_ - sparse_pos_);
+  if (n > left) n = static_cast<size_t>(left);
+  size_t done = 0;
+  while (done < n) {
+    while (fragment_ < fragments_.size() &&
+           fragments_[fragment_].offset + fragments_[fragment_].length <= sparse_pos_)
+      ++fragment_;
+    int64_t want = static_cast<int64_t>(n - done);
+    size_t k;
+    if (fragment_ < fragments_.size() && sparse_pos_ >= fragments_[fragment_].offset) {
+      const SparseEntry& f = fragments_[fragment_];
+      size_t w = static_cast<size_t>(std::min(want, f.offset + f.length - sparse_pos_));
+      k = buf ? read_dense(buf + done, w) : view_dense(p, w);
+      if (k == 0) throw ArchiveError(kErrMissData);
+    } else {
+      int64_t hole_end =
+          fragment_ < fragments_.size() ? fragments_[fragment_].offset : sparse_size_;
+      k = static_cast<size_t>(std::min(want, hole_end - sparse_pos_));
+      if (buf) {
+        std::memset(buf + done, 0, k);
+      } else {
+        k = std::min(k, sizeof kZeros);
+        *p = kZeros;
+      }
+    }
+    done += k;
+    sparse_pos_ += static_cast<int64_t>(k);
+    if (!buf) break;  // a view is one piece
+  }
+  if (sparse_pos_ == sparse_size_ && remaining_ > 0) throw ArchiveError(kErrUnrefData);
+  return done;
+}
+
 size_t TarReader::read(uint8_t* buf, size_t n) {
+  if (sparse_) return read_sparse(buf, nullptr, n);
+  return read_dense(buf, n);
+}
+
+size_t TarReader::read_view(const uint8_t** p, size_t max) {
+  if (sparse_) return read_sparse(nullptr, p, max);
+  return view_dense(p, max);
+}
+
+size_t TarReader::read_dense(uint8_t* buf, size_t n) {
   if (remaining_ <= 0 || n == 0) return 0;
   if (static_cast<int64_t>(n) > remaining_) n = static_cast<size_t>(remaining_);
   size_t avail = end_ - pos_;
@@ -464,7 +686,7 @@ size_t TarReader::read(uint8_t* buf, size_t n) {
   return k;
 }
 
-size_t TarReader::read_view(const uint8_t** p, size_t max) {
+size_t TarReader::view_dense(const uint8_t** p, size_t max) {
   if (remaining_ <= 0 || max == 0) return 0;
   if (end_ == pos_) {
     if (eof_) err_eof();
