@@ -218,6 +218,17 @@ def _fail(ctx: Context, e: BaseException) -> int:
 
 
 def _verb_layers(ctx: Context) -> int:
+    if not ctx.json and not ctx.flag("tree"):
+        # The common case: ids (and names) only, no snapshots, one write.
+        quick = bool(ctx.flag("quick"))
+        lines = []
+        for ident, names in ctx.store.ids_and_names():
+            lines.append(ident)
+            if names and not quick:
+                lines.extend(f"\tname: {name}" for name in names)
+        if lines:
+            ctx.out.write("\n".join(lines) + "\n")
+        return 0
     layers = ctx.store.layers()
     if ctx.json:
         ctx.emit_json([layer.to_json() for layer in layers])
@@ -1528,6 +1539,10 @@ def _setup_logging(debug: bool) -> None:
     root.setLevel(logging.DEBUG if debug else logging.ERROR)
 
 
+def _setup_error_logging() -> None:
+    _setup_logging(False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code.
 
@@ -1550,8 +1565,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ctx = Context(opts, rest, verb)
     debug = bool(opts.get("debug"))
     try:
-        if debug or verb.needs_store:
+        if debug or (verb.needs_store and "logging" in sys.modules):
             _setup_logging(debug)
+        elif verb.needs_store:
+            # Importing logging costs more than a short verb's work: set the format up
+            # when the store first logs (or once a driver has imported logging anyway).
+            from layerstore import store as store_module
+
+            if _setup_error_logging not in store_module.logging_hooks:
+                store_module.logging_hooks.append(_setup_error_logging)
         if debug:
             import logging
 
@@ -1568,6 +1590,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     raise
                 print(f"error initializing: {error_text(e)}", flush=True)
                 return 1
+            if not debug and "logging" in sys.modules:
+                _setup_error_logging()
         code = verb.action(ctx)
         sys.stdout.flush()
         return code

@@ -24,7 +24,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Final
 
@@ -95,10 +94,25 @@ INCOMPLETE_FLAG: Final = "incomplete"
 # ---------------------------------------------------------------------------------------
 # time: Go's RFC3339Nano
 
-_CREATED_RE: Final = re.compile(
+# Regular expressions are compiled on first use (``_lazy_re``): compiling them all costs
+# a short CLI call more than a millisecond, and most calls need none of them.
+
+
+def _lazy_re(pattern: str, flags: int = 0) -> Callable[[], re.Pattern[str]]:
+    compiled: list[re.Pattern[str]] = []
+
+    def get() -> re.Pattern[str]:
+        if not compiled:
+            compiled.append(re.compile(pattern, flags))
+        return compiled[0]
+
+    return get
+
+
+_created_re: Final = _lazy_re(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})\Z"
 )
-_CANONICAL_CREATED_RE: Final = re.compile(
+_canonical_created_re: Final = _lazy_re(
     r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{0,8}[1-9])?(?:Z|[+-]\d\d:\d\d)\Z"
 )
 _EPOCH_ORDINAL: Final = datetime(1970, 1, 1).toordinal()
@@ -123,7 +137,7 @@ def parse_created(text: str) -> tuple[int, datetime]:
                 ns = int((frac + "000000000")[:9]) if frac else 0
                 secs = (dt - _EPOCH) // _ONE_SECOND
                 return secs * 1_000_000_000 + ns, dt
-    m = _CREATED_RE.match(text)
+    m = _created_re().match(text)
     if m is None:
         raise ValueError(f"parsing time {text!r} as RFC3339")
     y, mo, d, h, mi, s = (int(g) for g in m.groups()[:6])
@@ -167,10 +181,10 @@ def format_created(unix_ns: int, offset_s: int = 0) -> str:
 
 def _canonical_created(text: str) -> str:
     """The text Go writes back for a ``created`` value it read; ValueError if invalid."""
-    if _CANONICAL_CREATED_RE.match(text):
+    if _canonical_created_re().match(text):
         return text
     unix_ns, _ = parse_created(text)
-    m = _CREATED_RE.match(text)
+    m = _created_re().match(text)
     assert m is not None
     off = m.group(8)
     offset_s = 0
@@ -189,8 +203,8 @@ def now_created() -> tuple[str, int]:
 # ---------------------------------------------------------------------------------------
 # encoding: Go's encoding/json (json-iterator, standard-library compatible)
 
-_BF_RE: Final = re.compile(r"(\\\\)|\\([bf])")
-_SURROGATE_RE: Final = re.compile("[\ud800-\udfff]")
+_bf_re: Final = _lazy_re(r"(\\\\)|\\([bf])")
+_surrogate_re: Final = _lazy_re("[\ud800-\udfff]")
 
 
 def _bf_sub(m: re.Match[str]) -> str:
@@ -212,7 +226,7 @@ def go_escape(text: str) -> str:
     if "\u2029" in text:
         text = text.replace("\u2029", "\\u2029")
     if "\\b" in text or "\\f" in text:
-        text = _BF_RE.sub(_bf_sub, text)
+        text = _bf_re().sub(_bf_sub, text)
     return text
 
 
@@ -227,7 +241,7 @@ def to_utf8(text: str) -> bytes:
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError:
-        return _SURROGATE_RE.sub(lambda _m: "\\ufffd", text).encode("utf-8")
+        return _surrogate_re().sub(lambda _m: "\\ufffd", text).encode("utf-8")
 
 
 def _go_float(x: float) -> int | float:
@@ -236,6 +250,8 @@ def _go_float(x: float) -> int | float:
     if x != x or x in (float("inf"), float("-inf")):
         raise ValueError("NaN and infinities are not valid JSON")
     if x == int(x) and abs(x) < 1e21:
+        from decimal import Decimal  # rare: only flags holding big numbers
+
         return int(Decimal(repr(x)))
     return x
 
@@ -426,18 +442,66 @@ def _check_signature(keys: tuple[str, ...], types: tuple[type, ...]) -> bool:
     return "id" in keys and "created" in keys
 
 
+# A whole layers file exactly as Go's encoder writes it, for records holding only the
+# plain keys (no flags, ID maps or unknown keys): struct key order, omitempty, Go's string
+# escapes, canonical ``created``. Deliberately stricter than Go's rules (e.g. no escapes
+# of other characters, uid/gid values below 1e9): a file it rejects goes through the
+# per-record check instead. Possessive quantifiers keep the match linear (~7 ns/char).
+# Raw U+2028/U+2029 (which Go escapes) are looked for separately: an ASCII-only class
+# keeps compiling the pattern cheap, and the record pattern appears once.
+_JC = r'[^"\\\x00-\x1f<>&]'
+_JE = r"\\(?:[\"\\nrt]|u00(?:0[0-8bcef]|1[0-9a-f]|3c|3e|26)|u202[89])"
+_JS = r'"(?:' + _JC + "|" + _JE + ")" + _JC + "*+(?:" + _JE + _JC + '*+)*+"'
+_JSL = r"\[" + _JS + "(?:," + _JS + r")*+\]"
+_JI = "-?[1-9][0-9]{0,17}+"
+_JU = "(?:0|[1-9][0-9]{0,8}+)"
+_JUL = r"\[" + _JU + "(?:," + _JU + r")*+\]"
+_JREC = (
+    r'\{"id":' + _JS + '(?:,"names":' + _JSL + ')?(?:,"parent":' + _JS + ")?"
+    '(?:,"metadata":' + _JS + ')?(?:,"mountlabel":' + _JS + ")?"
+    r',"created":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{0,8}[1-9])?(?:Z|[+-]\d\d:\d\d)"'
+    '(?:,"compressed-diff-digest":' + _JS + ')?(?:,"compressed-size":' + _JI + ")?"
+    '(?:,"diff-digest":' + _JS + ')?(?:,"toc-digest":' + _JS + ")?"
+    '(?:,"diff-size":' + _JI + ')?(?:,"compression":' + _JI + ")?"
+    '(?:,"uidset":' + _JUL + ')?(?:,"gidset":' + _JUL + ")?"
+    '(?:,"big-data-names":' + _JSL + r")?\}"
+)
+_canonical_file_re: Final = _lazy_re(r"\[(?:" + _JREC + r"(?:,|\]\Z))++", re.ASCII)
+
+
 class SourceText:
     """The text of one layers file as read, so unchanged records can be written back
     without re-encoding. Record boundaries are found lazily (at the first save) by the
     separator Go's compact encoder leaves between records, ``},{"id":``, which cannot
-    occur inside a JSON string; when the count does not match, nothing is re-used."""
+    occur inside a JSON string; when the count does not match, nothing is re-used.
 
-    __slots__ = ("_spans", "count", "text")
+    :meth:`canonical` checks the whole text at once (one regular expression, in C):
+    when it holds, every record's text is what Go would write and no record needs the
+    per-record check. ``records`` are the records made from it, in order, and
+    ``detached`` counts those changed since: while it is 0 and they are saved in the
+    same order, the text itself is written back (:func:`encode_layers`)."""
+
+    __slots__ = ("_canonical", "_spans", "count", "detached", "records", "text")
 
     def __init__(self, text: str, count: int) -> None:
         self.text = text
         self.count = count
+        self.records: list[LayerRecord] = []
+        self.detached = 0
         self._spans: list[tuple[int, int]] | None = None
+        self._canonical: bool | None = None
+
+    def canonical(self) -> bool:
+        ok = self._canonical
+        if ok is None:
+            text = self.text
+            ok = self._canonical = (
+                text.endswith("]")
+                and "\u2028" not in text
+                and "\u2029" not in text
+                and _canonical_file_re().fullmatch(text) is not None
+            )
+        return ok
 
     def record_text(self, index: int) -> str | None:
         spans = self._spans
@@ -497,6 +561,8 @@ class LayerRecord:
         self.location = location
         self.source = source
         self.index = index
+        if source is not None:
+            source.records.append(self)
         self.text: str | None = None
         self.mount_point = ""
         self.mount_count = 0
@@ -556,7 +622,9 @@ class LayerRecord:
         except (TypeError, ValueError) as e:
             raise CorruptStore(f"layer {obj.get('id')!r}: {e}") from None
         self.obj = normalized
-        self.source = None
+        if self.source is not None:
+            self.source.detached += 1
+            self.source = None
         self.text = None
         self._snapshot = None
         self._created = None
@@ -573,7 +641,12 @@ class LayerRecord:
             return text
         obj = self.obj
         if self.source is not None:
-            text = self.source.record_text(self.index)
+            src = self.source
+            text = src.record_text(self.index)
+            if text is not None and src.canonical():
+                self.text = text  # the file is what Go writes: nothing to check
+                return text
+            src.detached += 1
             self.source = None
             if (
                 text is not None
@@ -605,7 +678,7 @@ class LayerRecord:
             ok
             and (all(obj.values()) or obj["id"] == "")
             and "flags" not in obj
-            and _CANONICAL_CREATED_RE.match(obj["created"]) is not None
+            and _canonical_created_re().match(obj["created"]) is not None
         )
 
     # -- snapshot -----------------------------------------------------------------------
@@ -705,9 +778,25 @@ def decode_layers(data: bytes, path: str) -> tuple[list[Any], SourceText | None]
 
 
 def encode_layers(records: Iterable[LayerRecord], path: str) -> bytes:
-    """The bytes of a layers JSON file holding ``records`` in order (Go's encoding)."""
+    """The bytes of a layers JSON file holding ``records`` in order (Go's encoding).
+
+    When they start with every record of the file they were read from, unchanged and
+    in order, and that file is what Go writes, its text is re-used as a whole (a
+    create adds one record to a 10,000-record file without touching the others)."""
+    records = records if isinstance(records, list) else list(records)
+    head = ""
+    if records:
+        src = records[0].source
+        if src is not None and src.detached == 0 and len(src.records) == src.count:
+            n = src.count
+            # list == compares items by identity first: a C-speed check of order
+            if records[:n] == src.records and src.canonical():
+                if len(records) == n:
+                    return to_utf8(src.text)
+                head = src.text[:-1] + ","
+                records = records[n:]
     texts = [r.text if r.text is not None else r.text_for_save(path) for r in records]
-    return to_utf8("[" + ",".join(texts) + "]")
+    return to_utf8((head or "[") + ",".join(texts) + "]")
 
 
 def decode_mounts(data: bytes, path: str) -> list[tuple[str, str, int]]:

@@ -130,8 +130,11 @@ class LockFile:
         _next_counter()
 
     def _init_state(self) -> None:
-        # In-process reader/writer lock.
-        self._cond = threading.Condition(threading.Lock())
+        # In-process reader/writer lock. The fast paths take ``_mutex`` directly and
+        # touch the condition only when some thread waits (``_sleepers``).
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
+        self._sleepers = 0
         self._holds: dict[int, _ThreadHold] = {}
         self._writer: int | None = None
         self._readers = 0
@@ -210,7 +213,7 @@ class LockFile:
     def unlock(self) -> None:
         """Release one level taken by the calling thread; the last one closes the fd."""
         me = threading.get_ident()
-        with self._cond:
+        with self._mutex:
             hold = self._holds.get(me)
             if hold is None:
                 raise RuntimeError("calling Unlock on unlocked lock")
@@ -311,7 +314,7 @@ class LockFile:
         counted inner level (no process-level work), "busy" when not blocking and taken.
         """
         me = threading.get_ident()
-        with self._cond:
+        with self._mutex:
             hold = self._holds.get(me)
             if hold is not None:
                 if mode == "w" and hold.mode == "r":
@@ -328,34 +331,43 @@ class LockFile:
                 acquired = False
                 try:
                     while self._writer is not None or self._readers:
-                        self._cond.wait()
+                        self._sleep()
                     acquired = True
                 finally:
                     self._waiting_writers -= 1
-                    if not acquired:  # interrupted: let the readers we held back go on
-                        self._cond.notify_all()
+                    if not acquired and self._sleepers:
+                        self._cond.notify_all()  # interrupted: let held-back readers go on
                 self._writer = me
             else:
                 if not blocking and (self._writer is not None or self._waiting_writers):
                     return "busy"
                 while self._writer is not None or self._waiting_writers:
-                    self._cond.wait()
+                    self._sleep()
                 self._readers += 1
             self._holds[me] = _ThreadHold(mode)
             return "new"
 
+    def _sleep(self) -> None:
+        """Wait for a release; requires ``_mutex``."""
+        self._sleepers += 1
+        try:
+            self._cond.wait()
+        finally:
+            self._sleepers -= 1
+
     def _drop_thread_hold(self, mode: Literal["r", "w"]) -> None:
-        with self._cond:
+        with self._mutex:
             self._holds.pop(threading.get_ident(), None)
         self._release_thread(mode)
 
     def _release_thread(self, mode: Literal["r", "w"]) -> None:
-        with self._cond:
+        with self._mutex:
             if mode == "w":
                 self._writer = None
             else:
                 self._readers -= 1
-            self._cond.notify_all()
+            if self._sleepers:
+                self._cond.notify_all()
 
     def _acquire_process(self, mode: Literal["r", "w"], blocking: bool) -> bool:
         with self._state:

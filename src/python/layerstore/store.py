@@ -27,11 +27,9 @@ shared in-process lock of :class:`~layerstore.lockfile.LockFile`.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import errno
 import json
-import logging
 import os
 import threading
 import weakref
@@ -45,7 +43,6 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO, Final
 from layerstore import errors
 from layerstore.archive import Change, ChangeKind, Compression
 from layerstore.atomic import AtomicWriter, atomic_write
-from layerstore.datapath import DiffSource
 from layerstore.drivers import Driver, MountOptions, canonical_name, make_driver
 from layerstore.drivers.base import exchange_paths, remove_tree
 from layerstore.idtools import IDMap
@@ -61,23 +58,38 @@ from layerstore.layer import (
     now_created,
 )
 from layerstore.lockfile import LockFile
-from layerstore.staging import (
-    ApplyDiffWithDifferOpts,
-    Differ,
-    DifferContext,
-    DifferOutput,
-    TarballDiffer,
-    new_staging,
-    prune_staging,
-    release,
-)
 
 if TYPE_CHECKING:
+    import logging
+
     from layerstore import _native
+    from layerstore.datapath import DiffSource
+    from layerstore.staging import ApplyDiffWithDifferOpts, Differ, DifferContext, DifferOutput
 
 __all__ = ["LayerStore", "big_data_file_name"]
 
-log = logging.getLogger(__name__)
+logging_hooks: list[Callable[[], None]] = []
+"""Called once, when this module first logs (the CLI sets up its log format then)."""
+
+
+class _LazyLogger:
+    """``logging.getLogger(__name__)``, made on first use: importing logging costs a short
+    CLI call more than its work, and the common paths never log."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        global log
+        import logging
+
+        log = logging.getLogger(__name__)
+        for hook in logging_hooks:
+            hook()
+        logging_hooks.clear()
+        return getattr(log, name)
+
+
+log: logging.Logger = _LazyLogger()  # type: ignore[assignment]
 
 STABLE: Final = 1
 VOLATILE: Final = 2
@@ -102,6 +114,8 @@ def big_data_file_name(key: str) -> str:
         if ch == "." or "0" <= ch <= "9" or "a" <= ch <= "z":
             continue
         if i + 1 < len(key):
+            import base64
+
             raw = key.encode("utf-8", "surrogateescape")
             return "=" + base64.b64encode(raw).decode("ascii")
         break
@@ -522,14 +536,19 @@ class LayerStore:
             return True
         if self._lock.last_write() != self._last_write:
             return True
+        stat = os.stat
         for path, seen in zip(self._json_paths, self._mtimes, strict=True):
             if path is None:
                 continue
+            if seen is None:
+                # Absent at load: a cheap existence check (no exception to raise).
+                if os.access(path, os.F_OK):
+                    return True
+                continue
             try:
-                mtime: int | None = os.stat(path).st_mtime_ns
+                if stat(path).st_mtime_ns != seen:
+                    return True
             except FileNotFoundError:
-                mtime = None
-            if mtime != seen:
                 return True
         return False
 
@@ -625,7 +644,11 @@ class LayerStore:
         if rw and for_writing:
             # staging dirs left by crashed imports (live ones are locked and skipped)
             try:
-                prune_staging(self.driver.staging_roots())
+                roots = self.driver.staging_roots()
+                if any(_listdir_or_empty(root) for root in roots):
+                    from layerstore.staging import prune_staging  # rarely needed: lazily
+
+                    prune_staging(roots)
             except OSError as e:
                 log.warning("removing abandoned staging directories: %s", e)
         if fix_locations:
@@ -877,13 +900,22 @@ class LayerStore:
 
     def get(self, id: str) -> Layer:
         """The layer ``id`` (id, name or prefix); LayerUnknown. Locking: shared."""
-        with self.reading():
-            return self._snap(self._require(id))
+        self._enter("r")  # not reading(): a generator costs more than the lookup
+        try:
+            rec = self._byid.get(id) if type(id) is str else None
+            if rec is None:
+                rec = self._require(id)
+            return rec.snapshot(not self._rw, self.layerdir)
+        finally:
+            self._exit()
 
     def exists(self, id: str) -> bool:
         """Whether ``id`` resolves to a layer. Locking: shared."""
-        with self.reading():
+        self._enter("r")
+        try:
             return isinstance(id, str) and self._lookup(id) is not None
+        finally:
+            self._exit()
 
     def layers(self) -> list[Layer]:
         """Every layer, in creation (file) order. Locking: shared."""
@@ -896,6 +928,15 @@ class LayerStore:
         """Every layer id, in creation order (cheaper than :meth:`layers`). Locking: shared."""
         with self.reading():
             return [rec.obj["id"] for rec in self._records]
+
+    def ids_and_names(self) -> list[tuple[str, list[str]]]:
+        """``(id, names)`` of every layer, in creation order: what a plain listing needs,
+        without building :class:`Layer` snapshots. Locking: shared."""
+        with self.reading():
+            return [
+                (rec.obj["id"], list(names) if (names := rec.obj.get("names")) else [])
+                for rec in self._records
+            ]
 
     def size(self, id: str) -> int:
         """``diff-size`` when the layer has a diff or TOC digest, else -1 (Go's rule).
@@ -1074,6 +1115,8 @@ class LayerStore:
         after_create: Callable[[LayerRecord], int] | None = None
         if diff is not None and staged is not None:
             raise ValueError("create() takes a diff or a staged output, not both")
+        if diff is not None or staged is not None:
+            from layerstore.staging import release  # not for a plain create: lazily
         if staged is not None:
             _check_staged(staged)
             try:
@@ -1657,6 +1700,8 @@ class LayerStore:
         """Remove driver trees, tar-split files and big-data dirs that no record owns.
 
         Locking: exclusive."""
+        from layerstore.staging import prune_staging
+
         if not self._rw:
             raise self._ro_error("delete layers")
         with self.writing():
@@ -1679,6 +1724,8 @@ class LayerStore:
         raises InvalidArchive and leaves the record unchanged (files already extracted
         stay, as in Go). Locking: exclusive.
         """
+        from layerstore.staging import TarballDiffer, new_staging
+
         if not self._rw:
             raise self._ro_error("modify layer contents")
         with self.reading():
@@ -1734,6 +1781,8 @@ class LayerStore:
             staging.remove()
 
     def _differ_context(self, snap: Layer) -> DifferContext:
+        from layerstore.staging import DifferContext
+
         return DifferContext(
             uid_map=tuple(snap.uid_map),
             gid_map=tuple(snap.gid_map),
@@ -1756,6 +1805,8 @@ class LayerStore:
         lock only for a moment first, to fail early on a taken id or name or an unknown
         parent). None when this create must go the locked way (ID maps that differ from
         the parent's: the tree is re-owned after it is made)."""
+        from layerstore.staging import DifferContext, TarballDiffer, new_staging, release
+
         with self.reading():
             if layer_id is not None and layer_id in self._byid:
                 raise errors.DuplicateID(f"layer ID {_q(layer_id)}")
@@ -1851,6 +1902,14 @@ class LayerStore:
         not used. No store lock is held while the differ runs (a shared one briefly to
         resolve the parent). Any failure removes the staging directory.
         """
+        from layerstore.staging import (
+            ApplyDiffWithDifferOpts,
+            DifferContext,
+            DifferOutput,
+            new_staging,
+            release,
+        )
+
         del to
         if not self._rw:
             raise self._ro_error("modify layer contents")
@@ -1886,6 +1945,8 @@ class LayerStore:
     def cleanup_staging_directory(self, path: str) -> None:
         """Go's ``CleanupStagingDirectory``: remove the staging directory of an output
         of :meth:`apply_diff_with_differ` that will not be committed."""
+        from layerstore.staging import release
+
         release(path)
 
     def _apply_diff_locked(
@@ -1981,12 +2042,21 @@ class LayerStore:
                 )
             kwargs = self._changes_args(to_rec, from_rec)
             new_root, old_root = kwargs.pop("new_root"), kwargs.pop("old_root")
-            return DiffStream(
-                lambda wfd: _native.export_changes(
-                    new_root, old_root, wfd, compression=int(comp), **kwargs
-                ),
-                name=f"diff of {to_id}",
-            )
+            mounted: list[str] = kwargs.pop("mounted", [])
+
+            def export(wfd: int) -> int:
+                try:
+                    return _native.export_changes(
+                        new_root, old_root, wfd, compression=int(comp), **kwargs
+                    )
+                finally:
+                    self._put_mounts(mounted)
+
+            try:
+                return DiffStream(export, name=f"diff of {to_id}")
+            except BaseException:
+                self._put_mounts(mounted)
+                raise
 
     def diff_size(self, to: str, from_: str | None = None) -> int:
         """Bytes of the files added or modified in ``to`` relative to ``from_`` (the
@@ -1996,10 +2066,16 @@ class LayerStore:
         with self.reading():
             to_rec, from_rec = self._diff_pair(to, from_)
             kwargs = self._changes_args(to_rec, from_rec)
-            return _native.diff_size(kwargs.pop("new_root"), kwargs.pop("old_root"), **kwargs)
+            mounted: list[str] = kwargs.pop("mounted", [])
+            try:
+                return _native.diff_size(kwargs.pop("new_root"), kwargs.pop("old_root"), **kwargs)
+            finally:
+                self._put_mounts(mounted)
 
     def changes(self, to: str, from_: str | None = None) -> list[Change]:
-        """What changed from ``from_`` (the parent by default) to ``to``, sorted by path.
+        """What changed from ``from_`` (the parent by default) to ``to``: sorted by path,
+        except overlay against the parent, which keeps Go's order (a lexical walk of
+        ``diff/`` with a parent's Modify where Go places it).
 
         Locking: shared."""
         from layerstore import _native
@@ -2007,7 +2083,11 @@ class LayerStore:
         with self.reading():
             to_rec, from_rec = self._diff_pair(to, from_)
             kwargs = self._changes_args(to_rec, from_rec)
-            found = _native.changes(kwargs.pop("new_root"), kwargs.pop("old_root"), **kwargs)
+            mounted: list[str] = kwargs.pop("mounted", [])
+            try:
+                found = _native.changes(kwargs.pop("new_root"), kwargs.pop("old_root"), **kwargs)
+            finally:
+                self._put_mounts(mounted)
         return [Change(path, ChangeKind(kind)) for path, kind in found]
 
     def _diff_pair(self, to: str, from_: str | None) -> tuple[LayerRecord, LayerRecord | None]:
@@ -2034,14 +2114,28 @@ class LayerStore:
             args.update(new_root=roots[0], old_root=None, mode="overlay", lower_roots=roots[1:])
             return args
         if self.driver.whiteout_format == "overlay":
-            raise errors.NotSupported(
-                f"comparing layer {_q(to_id)} with a layer other than its parent on overlay"
-            )
-        args["new_root"] = self.driver.layer_dir(to_id)
-        args["old_root"] = None
+            # Go's NaiveDiffDriver: compare the mounted (merged) trees. The caller
+            # releases the mounts listed under "mounted" with _put_mounts.
+            options = MountOptions(mount_label=to_rec.obj.get("mountlabel") or "")
+            mounted: list[str] = []
+            try:
+                args["new_root"] = self.driver.get(to_id, options)
+                mounted.append(to_id)
+                args["old_root"] = None
+                if from_rec is not None:
+                    args["old_root"] = self.driver.get(from_rec.obj["id"], options)
+                    mounted.append(from_rec.obj["id"])
+            except BaseException:
+                self._put_mounts(mounted)
+                raise
+            args["mounted"] = mounted
+        else:
+            args["new_root"] = self.driver.layer_dir(to_id)
+            args["old_root"] = None
+            if from_rec is not None:
+                args["old_root"] = self.driver.layer_dir(from_rec.obj["id"])
         if from_rec is not None:
             from_snap = self._snap(from_rec)
-            args["old_root"] = self.driver.layer_dir(from_rec.obj["id"])
             args["parent_uid_map"] = [
                 (m.container_id, m.host_id, m.size) for m in from_snap.uid_map
             ]
@@ -2049,6 +2143,15 @@ class LayerStore:
                 (m.container_id, m.host_id, m.size) for m in from_snap.gid_map
             ]
         return args
+
+    def _put_mounts(self, mounted: list[str]) -> None:
+        """Release the driver mounts _changes_args made (newest first); a failure is
+        logged, not raised, so it never hides the result or the real error."""
+        for layer_id in reversed(mounted):
+            try:
+                self.driver.put(layer_id)
+            except OSError as e:
+                log.warning("unmounting layer %s after comparing it: %s", layer_id, e)
 
     def lookup_additional_layer(self, toc_digest: str, ref: str = "") -> Any:
         """The layer ``toc_digest`` of the driver's additional layer stores (overlay,
@@ -2231,6 +2334,8 @@ def _image_store_roots(driver: Driver) -> list[str]:
 
 
 def _check_staged(staged: DifferOutput) -> None:
+    from layerstore.staging import DifferOutput
+
     if not isinstance(staged, DifferOutput):
         raise TypeError(f"staged must be a DifferOutput, not {type(staged).__name__}")
     if not staged.target or not os.path.isdir(staged.target):
@@ -2264,6 +2369,13 @@ def _move_synced(src: str, dst: str) -> None:
             raise
         with open(src, "rb") as f:
             atomic_write(dst, f.read(), mode=0o600)
+
+
+def _listdir_or_empty(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
 
 
 def _check_big_data_key(key: str) -> None:
