@@ -221,12 +221,15 @@ def tree(root: Path) -> dict[bytes, tuple[Any, ...]]:
                 )
             )
             first = inodes.setdefault(st.st_ino, rel) if st.st_nlink > 1 else rel
+            # An overlay whiteout (0/0 char device) is made with mknod and given no time
+            # from the tar, by Go and by us: its mtime is the second it was created.
+            whiteout = stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
             out[rel] = (
                 stat.S_IFMT(st.st_mode),
                 stat.S_IMODE(st.st_mode),
                 st.st_uid,
                 st.st_gid,
-                st.st_mtime_ns // 1_000_000_000,
+                None if whiteout else st.st_mtime_ns // 1_000_000_000,
                 payload,
                 xattrs,
                 first,
