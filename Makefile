@@ -9,9 +9,10 @@ SYSTEM_PACKAGES := containers-storage tar-split libisal-dev libzstd-dev libssl-d
 	zlib1g-dev libbz2-dev liblzma-dev pkg-config g++ pigz zstd xz-utils bzip2 \
 	attr debootstrap e2fsprogs util-linux isal time
 NATIVE_BUILD := build/native-tests
+NATIVE_ASAN_BUILD := build/native-asan
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: all system-deps venv build test test-native lint typecheck demo bench bench-native datasets clean
+.PHONY: all system-deps venv build test test-native test-native-asan lint typecheck demo bench bench-native datasets clean
 
 all: build
 
@@ -44,6 +45,16 @@ test-native: venv
 	cmake --build $(NATIVE_BUILD)
 	ctest --test-dir $(NATIVE_BUILD) --output-on-failure
 
+# The C++ tests again under AddressSanitizer + UBSan (native code only, no Python).
+test-native-asan: venv
+	cmake -S . -B $(NATIVE_ASAN_BUILD) -G Ninja -DLAYERSTORE_PYTHON=OFF \
+		-DLAYERSTORE_NATIVE_TESTS=ON -DLAYERSTORE_SANITIZE=ON \
+		-DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build $(NATIVE_ASAN_BUILD)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+		ctest --test-dir $(NATIVE_ASAN_BUILD) --output-on-failure -j$$(nproc)
+
 lint: venv
 	$(VENV)/bin/ruff check src/python tests $(wildcard benchmarks)
 	$(VENV)/bin/ruff format --check src/python tests $(wildcard benchmarks)
@@ -51,7 +62,7 @@ lint: venv
 typecheck: build
 	$(VENV)/bin/mypy
 
-test: build lint typecheck test-native
+test: build lint typecheck test-native test-native-asan
 	$(PY) -m pytest -q tests
 
 demo: build

@@ -3,11 +3,14 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zlib.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "apply/apply.h"
@@ -190,6 +193,106 @@ void test_trusted_digest() {
   CHECK(r.compressed_digest == digest(tar));
 }
 
+ApplyResult apply_fd(int in_fd, const std::string& dir, ApplyOptions o = {}) {
+  int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  StringSink ts;
+  try {
+    ApplyResult r = apply_layer_fd(in_fd, fd, o, ts);
+    close(fd);
+    return r;
+  } catch (...) {
+    close(fd);
+    throw;
+  }
+}
+
+// A regular file (read from its current offset, left at its end) and a pipe fed in
+// uneven bursts with pauses (partial idle blocks) give what memory gives.
+void test_fd_sources() {
+  const std::string tar = make_tar(150, 9000);
+  for (Compression c : {Compression::kNone, Compression::kGzip}) {
+    const std::string input = c == Compression::kNone ? tar : compress_with(c, tar);
+    for (bool trusted : {false, true}) {
+      ApplyOptions o;
+      o.block_size = 64 * 1024;
+      if (trusted) o.trusted_compressed_digest = digest(input);
+      const std::string tag = std::to_string(static_cast<int>(c)) + (trusted ? "t" : "h");
+      const std::string path = g_top + "/input" + tag;
+      int f = open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600);
+      const std::string junk = "skipped";
+      CHECK(write(f, junk.data(), junk.size()) == static_cast<ssize_t>(junk.size()));
+      CHECK(write(f, input.data(), input.size()) == static_cast<ssize_t>(input.size()));
+      CHECK(lseek(f, static_cast<off_t>(junk.size()), SEEK_SET) > 0);
+      ApplyResult r = apply_fd(f, fresh_layer("file" + tag), o);
+      CHECK(lseek(f, 0, SEEK_CUR) == static_cast<off_t>(junk.size() + input.size()));
+      close(f);
+      CHECK(r.compression == c);
+      CHECK(r.compressed_digest == digest(input));
+      CHECK(r.compressed_size == input.size());
+      CHECK(r.uncompressed_digest == digest(tar));
+      CHECK(r.uncompressed_size == tar.size());
+      CHECK((r.uid_set == std::vector<uint32_t>{0, 1, 2, 3}));
+
+      int p[2];
+      CHECK(pipe(p) == 0);
+      std::thread writer([&input, w = p[1]] {
+        size_t off = 0;
+        for (size_t step = 1; off < input.size(); step = step * 7 % 300000 + 1) {
+          const size_t k = std::min(step, input.size() - off);
+          ssize_t n = write(w, input.data() + off, k);
+          if (n <= 0) break;
+          off += static_cast<size_t>(n);
+          if (step % 5 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(15));
+        }
+        close(w);
+      });
+      ApplyResult rp = apply_fd(p[0], fresh_layer("pipe" + tag), o);
+      writer.join();
+      close(p[0]);
+      CHECK(rp.compressed_digest == r.compressed_digest);
+      CHECK(rp.uncompressed_digest == r.uncompressed_digest);
+      CHECK(rp.uncompressed_size == r.uncompressed_size);
+      CHECK(rp.uid_set == r.uid_set);
+    }
+  }
+}
+
+// A pipe whose writer sent a bad header and stays open and silent: the call fails at
+// once, for a plain tar and for a gzip stream flushed so far (not finished).
+void test_silent_pipe_fails_promptly() {
+  std::string header(512, '\x07');
+  header.replace(0, 16, "not a tar header");
+  std::string gz(1024, '\0');
+  z_stream z{};
+  CHECK(deflateInit2(&z, 6, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY) == Z_OK);
+  z.next_in = reinterpret_cast<Bytef*>(header.data());
+  z.avail_in = static_cast<uInt>(header.size());
+  z.next_out = reinterpret_cast<Bytef*>(gz.data());
+  z.avail_out = static_cast<uInt>(gz.size());
+  CHECK(deflate(&z, Z_SYNC_FLUSH) == Z_OK);
+  gz.resize(gz.size() - z.avail_out);
+  deflateEnd(&z);
+  int n = 0;
+  for (const std::string& input : {header, gz}) {
+    int p[2];
+    CHECK(pipe(p) == 0);
+    CHECK(write(p[1], input.data(), input.size()) == static_cast<ssize_t>(input.size()));
+    const auto start = std::chrono::steady_clock::now();
+    std::string what;
+    try {
+      apply_fd(p[0], fresh_layer("silent" + std::to_string(n++)));
+    } catch (const ArchiveError& e) {
+      what = e.what();
+    }
+    const double secs =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    close(p[0]);
+    close(p[1]);
+    CHECK(what == "archive/tar: invalid tar header");
+    CHECK(secs < 1.0);
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -200,6 +303,8 @@ int main() {
   test_stream_source();
   test_stage_errors();
   test_trusted_digest();
+  test_fd_sources();
+  test_silent_pipe_fails_promptly();
   std::string rm = "rm -rf " + g_top;
   if (std::system(rm.c_str()) != 0) return 2;
   if (failures) {

@@ -1,23 +1,28 @@
 #include "apply/apply.h"
 
-#include <sys/mman.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <condition_variable>
 #include <cstring>
 #include <exception>
 #include <memory>
 #include <mutex>
 #include <set>
+#include <system_error>
 #include <thread>
 #include <utility>
 
 #include "apply/block_queue.h"
 #include "compress/decompress.h"
 #include "digest/sha256.h"
+#include "tar/errors.h"
 #include "tarsplit/disassembler.h"
 #include "tarsplit/packer.h"
 
@@ -26,6 +31,8 @@ namespace layerstore {
 namespace {
 
 constexpr size_t kDetectBytes = 10240;  // Go reads this much once to detect the format
+constexpr size_t kMagicBytes = 6;       // the longest magic detect_compression looks at
+constexpr int kQuietMs = 10;  // a pipe silent this long: pass on the partial block
 
 bool is_sha256_digest(const std::string& d) {
   if (d.size() != 7 + 64 || d.compare(0, 7, "sha256:") != 0) return false;
@@ -44,15 +51,26 @@ std::string go_path_base(const std::string& p) {
   return p.substr(start, end - start);
 }
 
-// Blocks read from a ByteSource (a pipe or socket) into pooled storage.
-struct Input {
-  ByteSource* src = nullptr;
+// Where the pipeline's blocks come from.
+class Input {
+ public:
+  virtual ~Input() = default;
+  // The next block of up to `want` bytes, at least `min` unless the input ends; nullptr
+  // at the end. Throws PipelineCancelled once cancel() was called.
+  virtual BlockPtr next(BlockPool& pool, size_t want, size_t min) = 0;
+  // The pipeline failed (called from any thread): a next() waiting for input returns.
+  virtual void cancel() {}
+};
 
-  BlockPtr next(BlockPool& pool, size_t want) {
+// A ByteSource, read until each block is full. A blocked read is not interrupted.
+class SourceInput : public Input {
+ public:
+  explicit SourceInput(ByteSource& src) : src_(src) {}
+  BlockPtr next(BlockPool& pool, size_t want, size_t /*min*/) override {
     BlockPtr b = pool.get();
     size_t len = 0;
     while (len < want) {
-      size_t r = src->read(b->storage.data() + len, want - len);
+      size_t r = src_.read(b->storage.data() + len, want - len);
       if (r == 0) break;
       len += r;
     }
@@ -60,6 +78,107 @@ struct Input {
     b->len = len;
     return b;
   }
+
+ private:
+  ByteSource& src_;
+};
+
+ArchiveError truncated_input(uint64_t got, uint64_t expected) {
+  return ArchiveError("unexpected EOF: the input file was truncated to " + std::to_string(got) +
+                      " of its " + std::to_string(expected) +
+                      " bytes while it was being read");
+}
+
+// A regular file, read(2) into the blocks from its current offset. Not mapped: a file
+// truncated while we read it is a short read and an ordinary error, never SIGBUS. The
+// blocks come from the pool, so the input adds nothing to our RSS however big it is.
+class FileInput : public Input {
+ public:
+  FileInput(int fd, uint64_t expected) : fd_(fd), expected_(expected) {}
+  BlockPtr next(BlockPool& pool, size_t want, size_t /*min*/) override {
+    BlockPtr b = pool.get();
+    size_t len = 0;
+    while (len < want) {
+      ssize_t r = ::read(fd_, b->storage.data() + len, want - len);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        throw std::system_error(errno, std::generic_category(), "read");
+      }
+      if (r == 0) {
+        if (got_ + len < expected_) throw truncated_input(got_ + len, expected_);
+        break;
+      }
+      len += static_cast<size_t>(r);
+    }
+    got_ += len;
+    if (len == 0) return nullptr;
+    b->len = len;
+    return b;
+  }
+
+ private:
+  int fd_;
+  uint64_t expected_;  // bytes from the start offset to the end the file had at the start
+  uint64_t got_ = 0;
+};
+
+// A pipe, socket or device fd. Every read waits in poll() together with an eventfd that
+// cancel() signals, so a failed pipeline returns at once even while the writer keeps the
+// pipe open without writing. A block that has data when the input goes quiet for
+// kQuietMs is passed on (marked idle) instead of waiting to be filled: whatever arrived
+// is processed, and a bad header fails the call without more input.
+class StreamFdInput : public Input {
+ public:
+  explicit StreamFdInput(int fd) : fd_(fd), cancel_fd_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+    if (cancel_fd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+  }
+  ~StreamFdInput() override { close(cancel_fd_); }
+  StreamFdInput(const StreamFdInput&) = delete;
+  StreamFdInput& operator=(const StreamFdInput&) = delete;
+
+  void cancel() override {
+    const uint64_t one = 1;
+    while (::write(cancel_fd_, &one, sizeof(one)) < 0 && errno == EINTR) {
+    }
+  }
+  BlockPtr next(BlockPool& pool, size_t want, size_t min) override {
+    BlockPtr b = pool.get();
+    size_t len = 0;
+    while (len < want) {
+      if (!wait_readable(len > 0 && len >= min ? kQuietMs : -1)) {
+        b->idle = true;
+        break;
+      }
+      ssize_t r = ::read(fd_, b->storage.data() + len, want - len);
+      if (r < 0) {
+        if (errno == EINTR || errno == EAGAIN) continue;
+        throw std::system_error(errno, std::generic_category(), "read");
+      }
+      if (r == 0) break;
+      len += static_cast<size_t>(r);
+    }
+    if (len == 0) return nullptr;
+    b->len = len;
+    return b;
+  }
+
+ private:
+  // True when the fd is readable (or at its end / failed: read() tells); false after
+  // timeout_ms (-1: no timeout). Throws PipelineCancelled once cancelled.
+  bool wait_readable(int timeout_ms) {
+    struct pollfd p[2] = {{fd_, POLLIN, 0}, {cancel_fd_, POLLIN, 0}};
+    for (;;) {
+      int r = poll(p, 2, timeout_ms);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        throw std::system_error(errno, std::generic_category(), "poll");
+      }
+      if (p[1].revents != 0) throw PipelineCancelled{};
+      return r > 0;
+    }
+  }
+  int fd_;
+  int cancel_fd_;
 };
 
 // Decompressed bytes into blocks, each handed to every output queue (and an inline hash).
@@ -79,11 +198,14 @@ class BlockWriter : public ByteSink {
     }
   }
   void close() override { flush(); }
+  // Passes on the partial block now, waking the consumers (its input went quiet).
+  void flush_idle() { flush(true); }
   uint64_t count = 0;
 
  private:
-  void flush() {
+  void flush(bool idle = false) {
     if (!cur_ || cur_->len == 0) return;
+    cur_->idle = idle;
     count += cur_->len;
     if (hash_ != nullptr) hash_->update(cur_->data, cur_->len);
     for (BlockQueue* q : outs_) q->push(cur_);
@@ -163,6 +285,7 @@ ApplyResult run(Input& in, int root_dirfd, const ApplyOptions& options,
     q_in.abort();
     q_tar.abort();
     q_hash.abort();
+    in.cancel();
   };
   auto guard = [&](int stage, const auto& fn) {
     try {
@@ -175,7 +298,7 @@ ApplyResult run(Input& in, int root_dirfd, const ApplyOptions& options,
   };
 
   BlockPtr first;
-  guard(0, [&] { first = in.next(pool, kDetectBytes); });
+  guard(0, [&] { first = in.next(pool, kDetectBytes, kMagicBytes); });
   if (errors[0]) std::rethrow_exception(errors[0]);
   res.compression = first ? detect_compression(first->data, first->len) : Compression::kNone;
   const bool compressed = res.compression != Compression::kNone;
@@ -194,7 +317,7 @@ ApplyResult run(Input& in, int root_dirfd, const ApplyOptions& options,
         input_size += b->len;
         if (!trusted) input_hash.update(b->data, b->len);
         reader_out.push(std::move(b));
-        b = in.next(pool, pool.block_size());
+        b = in.next(pool, pool.block_size(), 1);
       }
       reader_out.close();
     });
@@ -212,6 +335,7 @@ ApplyResult run(Input& in, int root_dirfd, const ApplyOptions& options,
         BlockPtr b;
         while (q_in.pop(&b)) {
           d->feed(b->data, b->len, w);
+          if (b->idle) w.flush_idle();
           b.reset();
         }
         d->finish(w);
@@ -257,72 +381,14 @@ ApplyResult run(Input& in, int root_dirfd, const ApplyOptions& options,
 }
 
 
-// Pages of our own file mapping that every reader has passed leave our RSS (they stay in
-// the page cache), so a big mapped input keeps the footprint flat. A reader may also wait
-// until the slowest one is within `lead` bytes of it (the hash would otherwise run through
-// the whole mapping long before the parser, keeping all of it resident).
-class PageDropper {
- public:
-  PageDropper(const uint8_t* base, int readers, bool enabled)
-      : base_(base), pos_(static_cast<size_t>(readers), 0), enabled_(enabled) {}
-  void advance(int reader, size_t offset) {
-    std::lock_guard<std::mutex> lk(mu_);
-    pos_[static_cast<size_t>(reader)] = offset;
-    const size_t low = *std::min_element(pos_.begin(), pos_.end());
-    if (waiting_ && low + lead_ / 2 >= wait_at_) cv_.notify_all();
-    if (!enabled_ || low < dropped_ + (4u << 20)) return;
-    const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-    const uintptr_t lo = (reinterpret_cast<uintptr_t>(base_ + dropped_) + page - 1) & ~(page - 1);
-    const uintptr_t hi = reinterpret_cast<uintptr_t>(base_ + low) & ~(page - 1);
-    if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
-    dropped_ = low;
-  }
-  // Publishes offset for reader, then waits while it is more than lead bytes ahead of the
-  // slowest reader (one wake-up per lead/2 bytes), or until stop().
-  void pace(int reader, size_t offset, size_t lead) {
-    if (!enabled_) return;
-    std::unique_lock<std::mutex> lk(mu_);
-    pos_[static_cast<size_t>(reader)] = offset;
-    lead_ = lead;
-    auto low = [&] { return *std::min_element(pos_.begin(), pos_.end()); };
-    if (stopped_ || low() + lead >= offset) return;
-    waiting_ = true;
-    wait_at_ = offset;
-    cv_.wait(lk, [&] { return stopped_ || low() + lead / 2 >= offset; });
-    waiting_ = false;
-  }
-  void stop() {
-    std::lock_guard<std::mutex> lk(mu_);
-    stopped_ = true;
-    cv_.notify_all();
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  const uint8_t* base_;
-  std::vector<size_t> pos_;
-  size_t dropped_ = 0;
-  size_t lead_ = 0;
-  size_t wait_at_ = 0;
-  bool waiting_ = false;
-  bool stopped_ = false;
-  bool enabled_;
-};
-
 // The tar straight from memory for the parser (uncompressed input).
 class MemoryTarSource : public ByteSource {
  public:
-  MemoryTarSource(const uint8_t* p, size_t n, PageDropper& pages, int reader)
-      : p_(p), n_(n), pages_(pages), reader_(reader) {}
+  MemoryTarSource(const uint8_t* p, size_t n) : p_(p), n_(n) {}
   size_t read(uint8_t* buf, size_t n) override {
     size_t k = std::min(n, n_ - off_);
     std::memcpy(buf, p_ + off_, k);
     off_ += k;
-    if (off_ - reported_ >= (1u << 20) || off_ == n_) {
-      pages_.advance(reader_, off_);
-      reported_ = off_;
-    }
     return k;
   }
 
@@ -330,15 +396,12 @@ class MemoryTarSource : public ByteSource {
   const uint8_t* p_;
   size_t n_;
   size_t off_ = 0;
-  size_t reported_ = 0;
-  PageDropper& pages_;
-  int reader_;
 };
 
 // Input in memory: no reader thread and no queue in front of the first stage. Uncompressed,
 // the hash and the parser each walk the memory at their own pace; compressed, the
 // decompressor hashes and inflates it, handing blocks to the tar hash and the parser.
-ApplyResult run_memory(const uint8_t* mem, size_t len, bool drop_pages, int root_dirfd,
+ApplyResult run_memory(const uint8_t* mem, size_t len, int root_dirfd,
                        const ApplyOptions& options, ByteSink& tarsplit_gz_out) {
   ApplyResult res;
   res.compression = detect_compression(mem, std::min(len, kDetectBytes));
@@ -370,7 +433,6 @@ ApplyResult run_memory(const uint8_t* mem, size_t len, bool drop_pages, int root
   constexpr size_t kChunk = 1 << 20;
 
   if (!compressed) {
-    PageDropper pages(mem, trusted ? 1 : 2, drop_pages);
     std::thread hasher;
     if (!trusted) {
       hasher = std::thread([&] {
@@ -378,21 +440,17 @@ ApplyResult run_memory(const uint8_t* mem, size_t len, bool drop_pages, int root
           for (size_t off = 0; off < len && !cancelled; off += 4 * kChunk) {
             const size_t k = std::min(len - off, 4 * kChunk);
             input_hash.update(mem + off, k);
-            pages.advance(1, off + k);
-            pages.pace(1, off + k, 16u << 20);
           }
         });
       });
     }
     guard(2, [&] {
-      MemoryTarSource tar(mem, len, pages, 0);
+      MemoryTarSource tar(mem, len);
       extract_stage(tar, root_dirfd, options, tarsplit_gz_out, res);
     });
     if (errors[2]) cancelled = true;
-    pages.stop();  // the parser is done (or failed): the hash no longer waits for it
     if (hasher.joinable()) hasher.join();
   } else {
-    PageDropper pages(mem, 1, drop_pages);
     const bool hash_thread = options.hash_thread;
     std::thread decompressor([&] {
       guard(0, [&] {
@@ -405,7 +463,6 @@ ApplyResult run_memory(const uint8_t* mem, size_t len, bool drop_pages, int root
           const size_t k = std::min(len - off, kChunk);
           if (!trusted) input_hash.update(mem + off, k);
           d->feed(mem + off, k, w);
-          pages.advance(0, off + k);
         }
         d->finish(w);
         w.close();
@@ -448,45 +505,154 @@ ApplyResult run_memory(const uint8_t* mem, size_t len, bool drop_pages, int root
   }
   return res;
 }
+// Keeps the hash of an uncompressed file from running more than `lead` bytes ahead of the
+// parser (two readers far apart would each pull a big file through the page cache).
+class Pacer {
+ public:
+  explicit Pacer(uint64_t lead) : lead_(lead) {}
+  void parser_at(uint64_t off) {
+    std::lock_guard<std::mutex> lk(mu_);
+    parser_ = off;
+    if (waiting_ && parser_ + lead_ / 2 >= wait_at_) cv_.notify_all();
+  }
+  // Waits while off is more than lead bytes ahead of the parser (one wake-up per lead/2).
+  void hasher_at(uint64_t off) {
+    std::unique_lock<std::mutex> lk(mu_);
+    if (stopped_ || parser_ + lead_ >= off) return;
+    waiting_ = true;
+    wait_at_ = off;
+    cv_.wait(lk, [&] { return stopped_ || parser_ + lead_ / 2 >= off; });
+    waiting_ = false;
+  }
+  void stop() {
+    std::lock_guard<std::mutex> lk(mu_);
+    stopped_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  uint64_t lead_;
+  uint64_t parser_ = 0;
+  uint64_t wait_at_ = 0;
+  bool waiting_ = false;
+  bool stopped_ = false;
+};
+
+// The next len bytes of a regular file for the parser, read(2) straight into its buffers.
+class FileTarSource : public ByteSource {
+ public:
+  FileTarSource(int fd, uint64_t len, Pacer& pacer) : fd_(fd), len_(len), pacer_(pacer) {}
+  size_t read(uint8_t* buf, size_t n) override {
+    n = static_cast<size_t>(std::min<uint64_t>(n, len_ - off_));
+    if (n == 0) return 0;
+    ssize_t r;
+    while ((r = ::read(fd_, buf, n)) < 0)
+      if (errno != EINTR) throw std::system_error(errno, std::generic_category(), "read");
+    if (r == 0) throw truncated_input(off_, len_);
+    off_ += static_cast<uint64_t>(r);
+    if (off_ - reported_ >= (1u << 20) || off_ == len_) {
+      pacer_.parser_at(off_);
+      reported_ = off_;
+    }
+    return static_cast<size_t>(r);
+  }
+
+ private:
+  int fd_;
+  uint64_t len_;
+  uint64_t off_ = 0;
+  uint64_t reported_ = 0;
+  Pacer& pacer_;
+};
+
+// An uncompressed regular file [start, start + len): the parser reads it on the calling
+// thread and the hash preads it on its own (at most 64 MiB ahead), as two independent
+// sequential readers with no queue between them. A file that ends sooner is truncated.
+ApplyResult run_file_uncompressed(int fd, off_t start, uint64_t len, int root_dirfd,
+                                  const ApplyOptions& options, ByteSink& tarsplit_gz_out) {
+  ApplyResult res;
+  const bool trusted = is_sha256_digest(options.trusted_compressed_digest);
+  Sha256 input_hash;
+  std::exception_ptr errors[2];  // hasher, extractor
+  std::atomic<bool> cancelled{false};
+  Pacer pacer(64u << 20);
+  std::thread hasher;
+  if (!trusted) {
+    hasher = std::thread([&] {
+      try {
+        constexpr size_t kChunk = 4 << 20;
+        std::unique_ptr<uint8_t[]> buf(new uint8_t[kChunk]);
+        for (uint64_t off = 0; off < len && !cancelled;) {
+          const size_t want = static_cast<size_t>(std::min<uint64_t>(len - off, kChunk));
+          ssize_t r = pread(fd, buf.get(), want, start + static_cast<off_t>(off));
+          if (r < 0) {
+            if (errno == EINTR) continue;
+            throw std::system_error(errno, std::generic_category(), "read");
+          }
+          if (r == 0) throw truncated_input(off, len);
+          input_hash.update(buf.get(), static_cast<size_t>(r));
+          off += static_cast<uint64_t>(r);
+          pacer.hasher_at(off);
+        }
+      } catch (...) {
+        errors[0] = std::current_exception();
+      }
+    });
+  }
+  try {
+    FileTarSource tar(fd, len, pacer);
+    extract_stage(tar, root_dirfd, options, tarsplit_gz_out, res);
+  } catch (...) {
+    errors[1] = std::current_exception();
+    cancelled = true;
+  }
+  pacer.stop();  // the parser is done (or failed): the hash no longer waits for it
+  if (hasher.joinable()) hasher.join();
+  // The parser's error first: a truncation is seen by both, the archive's fault by it.
+  for (const std::exception_ptr& e : {errors[1], errors[0]})
+    if (e) std::rethrow_exception(e);
+  res.compression = Compression::kNone;
+  res.compressed_size = len;
+  res.compressed_digest =
+      trusted ? options.trusted_compressed_digest : "sha256:" + input_hash.hex();
+  res.uncompressed_size = len;
+  res.uncompressed_digest = res.compressed_digest;
+  return res;
+}
+
 }  // namespace
 
 ApplyResult apply_layer(ByteSource& input, int root_dirfd, const ApplyOptions& options,
                         ByteSink& tarsplit_gz_out) {
-  Input in;
-  in.src = &input;
+  SourceInput in(input);
   return run(in, root_dirfd, options, tarsplit_gz_out);
 }
 
 ApplyResult apply_layer_fd(int fd, int root_dirfd, const ApplyOptions& options,
                            ByteSink& tarsplit_gz_out) {
   struct stat st;
-  const off_t pos = lseek(fd, 0, SEEK_CUR);
-  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && pos >= 0 && st.st_size > pos) {
-    const long page = sysconf(_SC_PAGESIZE);
-    const off_t start = pos - pos % page;
-    const size_t len = static_cast<size_t>(st.st_size - start);
-    void* map = mmap(nullptr, len, PROT_READ, MAP_PRIVATE, fd, start);
-    if (map != MAP_FAILED) {
-      madvise(map, len, MADV_SEQUENTIAL);
-      struct Unmap {
-        void* p;
-        size_t n;
-        ~Unmap() { munmap(p, n); }
-      } unmap{map, len};
-      const size_t skip = static_cast<size_t>(pos - start);
-      ApplyResult r = run_memory(static_cast<const uint8_t*>(map) + skip, len - skip, true,
-                                 root_dirfd, options, tarsplit_gz_out);
-      lseek(fd, 0, SEEK_END);
-      return r;
-    }
+  if (fstat(fd, &st) != 0) throw std::system_error(errno, std::generic_category(), "fstat");
+  if (S_ISREG(st.st_mode)) {
+    const off_t pos = lseek(fd, 0, SEEK_CUR);
+    const uint64_t expected =
+        pos >= 0 && st.st_size > pos ? static_cast<uint64_t>(st.st_size - pos) : 0;
+    posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    uint8_t head[kMagicBytes];
+    ssize_t n = expected > 0 ? pread(fd, head, sizeof(head), pos) : 0;
+    if (n > 0 && detect_compression(head, static_cast<size_t>(n)) == Compression::kNone)
+      return run_file_uncompressed(fd, pos, expected, root_dirfd, options, tarsplit_gz_out);
+    FileInput in(fd, expected);
+    return run(in, root_dirfd, options, tarsplit_gz_out);
   }
-  FdSource src(fd);
-  return apply_layer(src, root_dirfd, options, tarsplit_gz_out);
+  StreamFdInput in(fd);
+  return run(in, root_dirfd, options, tarsplit_gz_out);
 }
 
 ApplyResult apply_layer(const uint8_t* data, size_t n, int root_dirfd,
                         const ApplyOptions& options, ByteSink& tarsplit_gz_out) {
-  return run_memory(data, n, false, root_dirfd, options, tarsplit_gz_out);
+  return run_memory(data, n, root_dirfd, options, tarsplit_gz_out);
 }
 
 }  // namespace layerstore

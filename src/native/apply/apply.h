@@ -5,12 +5,15 @@
 // and collect what the layer record needs. The stages run on threads joined by bounded
 // queues of 1 MiB blocks (wake-ups batched, see block_queue.h):
 //
-//   stream input:  reader + input SHA-256 -> decompressor -+-> tar SHA-256
+//   fd input:      reader + input SHA-256 -> decompressor -+-> tar SHA-256
 //                                                          +-> tar parse + extract + tar-split
-//   memory input (a buffer, or a regular file, memory-mapped): no reader thread; the
-//   decompressor hashes and inflates the memory; uncompressed, the hash and the parser
-//   each walk the memory (the hash at most 16 MiB ahead), and consumed pages of a mapped
-//   file are dropped from RSS.
+//   memory input (a buffer): no reader thread; the decompressor hashes and inflates the
+//   memory; uncompressed, the hash and the parser each walk the memory.
+//
+// A regular file is read(2) into the pooled blocks, never mapped: a file truncated under
+// us is an ArchiveError, not SIGBUS. A pipe or socket is polled together with an eventfd,
+// so a failure anywhere returns promptly even while the writer keeps the pipe open and
+// silent; a partial block is passed on when the pipe goes quiet.
 //
 // For uncompressed input one hash serves as both digests. Small files are written by the
 // extractor's write-behind thread (extract/file_writer.h).
@@ -51,13 +54,14 @@ struct ApplyResult {
 
 // Streams `input`; the tar-split gzip stream goes to tarsplit_gz_out (not closed).
 // Throws ArchiveError on bad input, PathError / std::system_error on system errors; the
-// layer directory is then half-made and the caller deletes it.
+// layer directory is then half-made and the caller deletes it. A read blocked in `input`
+// is not interrupted by a failure elsewhere (apply_layer_fd does that for fds).
 ApplyResult apply_layer(ByteSource& input, int root_dirfd, const ApplyOptions& options,
                         ByteSink& tarsplit_gz_out);
 
-// The same from a file descriptor (not closed), read from its current offset: a regular
-// file is memory-mapped (no copy into the pipeline) and left positioned at its end; a pipe
-// or socket is read in blocks.
+// The same from a file descriptor (not closed), read from its current offset and left at
+// the end of what was read. A regular file that ends before the size it had at the start
+// (truncated while we read) is an ArchiveError.
 ApplyResult apply_layer_fd(int fd, int root_dirfd, const ApplyOptions& options,
                            ByteSink& tarsplit_gz_out);
 

@@ -20,6 +20,9 @@ struct Block {
   std::vector<uint8_t> storage;
   const uint8_t* data = nullptr;
   size_t len = 0;
+  // Cut short because its producer is about to wait for more input (a pipe went quiet):
+  // the consumer is woken for it at once instead of when a batch has gathered.
+  bool idle = false;
 };
 using BlockPtr = std::shared_ptr<Block>;
 
@@ -40,7 +43,8 @@ class BlockPool {
 // Wake-ups are batched: a producer that found the queue full sleeps until it is half
 // empty, a consumer that found it empty sleeps until it is half full (or closed). On a
 // busy 2-core machine every sleep costs a trip through the run queue, so the stages hand
-// over bursts of blocks instead of one block per wake-up.
+// over bursts of blocks instead of one block per wake-up. An idle block (see Block) wakes
+// the consumer on its own, so input that trickles in is still processed promptly.
 class BlockQueue {
  public:
   explicit BlockQueue(size_t capacity) : capacity_(capacity < 2 ? 2 : capacity) {}
@@ -59,6 +63,7 @@ class BlockQueue {
   size_t capacity_;
   bool producer_waiting_ = false;
   bool consumer_waiting_ = false;
+  size_t idle_blocks_ = 0;  // idle blocks in q_
   bool closed_ = false;
   bool aborted_ = false;
 };
