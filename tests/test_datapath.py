@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import select
 import threading
 
 import pytest
@@ -126,3 +127,19 @@ def test_diff_stream_closed_early_stops_the_writer() -> None:
     assert len(s.read(100)) == 100
     s.close()  # must not hang, and EPIPE of the abandoned writer is not an error
     assert s.closed
+
+
+def test_buffered_pipe_passes_on_data_while_the_writer_is_quiet() -> None:
+    rfd, wfd = os.pipe()
+    try:
+        os.write(wfd, b"header")  # then the writer goes quiet, pipe still open
+        with open(rfd, "rb") as r, native_source(r) as src:
+            assert isinstance(src, int)
+            ready, _, _ = select.select([src], [], [], 2.0)
+            assert ready, "data already sent was held back waiting for a full chunk"
+            assert os.read(src, 100) == b"header"
+            os.close(wfd)
+            wfd = -1
+    finally:
+        if wfd >= 0:
+            os.close(wfd)

@@ -751,7 +751,10 @@ def _diff_input(ctx: Context, label: str) -> Iterator[IO[bytes]]:
     :class:`~layerstore.progress.CountingReader` (1 MiB chunks); the total is the
     file's size when it is a regular file."""
     path: str | None = ctx.flag("file")
-    source: IO[bytes] = open(path, "rb", buffering=0) if path else sys.stdin.buffer  # noqa: SIM115
+    # Standard input unbuffered (nothing has read it yet): the native side then reads
+    # the fd itself, with no Python copy loop in between.
+    stdin: IO[bytes] = getattr(sys.stdin.buffer, "raw", sys.stdin.buffer)
+    source: IO[bytes] = open(path, "rb", buffering=0) if path else stdin  # noqa: SIM115
     try:
         if not _progress_wanted(ctx):
             yield source

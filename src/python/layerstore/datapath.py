@@ -22,11 +22,16 @@ _PUMP_CHUNK = 1 << 20
 
 
 def _pump(src: IO[bytes], wfd: int, errors: list[BaseException]) -> None:
-    """Copy a Python file object into a pipe, in large chunks (GIL held only per chunk)."""
+    """Copy a Python file object into a pipe, in large chunks (GIL held only per chunk).
+
+    ``read1`` where the object has it: it returns what is available instead of waiting
+    for a whole chunk, so a quiet producer never holds back data already sent (and a
+    failure downstream is seen at once)."""
+    read = getattr(src, "read1", None) or src.read
     try:
         with open(wfd, "wb", buffering=0, closefd=True) as out:
             while True:
-                chunk = src.read(_PUMP_CHUNK)
+                chunk = read(_PUMP_CHUNK)
                 if not chunk:
                     break
                 out.write(chunk)
@@ -92,11 +97,8 @@ def _direct_fd(f: IO[bytes]) -> int | None:
     if seekable:
         os.lseek(fd, f.tell(), os.SEEK_SET)  # tell() accounts for read-ahead buffers
         return fd
-    # A pipe or socket: only safe when the object has nothing buffered ahead of the fd.
-    peek = getattr(f, "peek", None)
-    if isinstance(f, io.BufferedReader) and peek is not None:
-        # peek(0) never reads; a non-empty result is data already taken from the fd.
-        return None if peek(0) else fd
+    # A pipe or socket: only an unbuffered object is known to have taken nothing from
+    # the fd (a buffered reader's peek would itself read, and block, on a quiet pipe).
     return fd if isinstance(f, io.FileIO) else None
 
 
