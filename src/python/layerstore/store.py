@@ -1115,27 +1115,35 @@ class LayerStore:
         after_create: Callable[[LayerRecord], int] | None = None
         if diff is not None and staged is not None:
             raise ValueError("create() takes a diff or a staged output, not both")
+
+        def commit(
+            staged_output: DifferOutput | None = None,
+            after: Callable[[LayerRecord], int] | None = None,
+        ) -> tuple[Layer, int]:
+            with self.writing():
+                return self._create_locked(
+                    id,
+                    parent,
+                    name_list,
+                    mount_label,
+                    options,
+                    template=template,
+                    flags=flag_values,
+                    uid_map=tuple(uid_map),
+                    gid_map=tuple(gid_map),
+                    big_data=items,
+                    volatile=volatile,
+                    writeable=writeable,
+                    staged=staged_output,
+                    after_create=after,
+                )
+
         if diff is not None or staged is not None:
             from layerstore.staging import release  # not for a plain create: lazily
         if staged is not None:
             _check_staged(staged)
             try:
-                with self.writing():
-                    return self._create_locked(
-                        id,
-                        parent,
-                        name_list,
-                        mount_label,
-                        options,
-                        template=template,
-                        flags=flag_values,
-                        uid_map=tuple(uid_map),
-                        gid_map=tuple(gid_map),
-                        big_data=items,
-                        volatile=volatile,
-                        writeable=writeable,
-                        staged=staged,
-                    )
+                return commit(staged)
             finally:
                 release(staged.target)
         if diff is not None:
@@ -1146,44 +1154,14 @@ class LayerStore:
                 )
                 if output is not None:
                     try:
-                        with self.writing():
-                            return self._create_locked(
-                                id,
-                                parent,
-                                name_list,
-                                mount_label,
-                                options,
-                                template=None,
-                                flags=flag_values,
-                                uid_map=tuple(uid_map),
-                                gid_map=tuple(gid_map),
-                                big_data=items,
-                                volatile=volatile,
-                                writeable=writeable,
-                                staged=output,
-                            )
+                        return commit(output)
                     finally:
                         release(output.target)
 
             def after_create(rec: LayerRecord) -> int:
                 return self._apply_diff_locked(rec, diff, digests)
 
-        with self.writing():
-            return self._create_locked(
-                id,
-                parent,
-                name_list,
-                mount_label,
-                options,
-                template=template,
-                flags=flag_values,
-                uid_map=tuple(uid_map),
-                gid_map=tuple(gid_map),
-                big_data=items,
-                volatile=volatile,
-                writeable=writeable,
-                after_create=after_create,
-            )
+        return commit(after=after_create)
 
     def _create_locked(
         self,
