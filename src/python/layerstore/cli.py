@@ -912,15 +912,18 @@ def _verb_diff(ctx: Context) -> int:
             if from_ is None and chosen == Compression.NONE and layer.uncompressed_size > 0:
                 total = layer.uncompressed_size
         ctx.out.flush()
-        with store.diff(to, from_, compression) as stream:
-            if _progress_wanted(ctx):
-                from layerstore.progress import Progress
+        if not _progress_wanted(ctx):
+            out.flush()
+            store.write_diff(to, out.fileno(), from_, compression)  # no pipe in between
+            return 0
+        from layerstore.progress import Progress
 
-                with Progress("diff", ctx.err, total) as progress:
-                    _copy_out(stream.fileno(), out, progress.add)
-                    stream.close()  # the producer's error, if any, before the final line
-            else:
-                _copy_out(stream.fileno(), out, None)
+        with (
+            store.diff(to, from_, compression) as stream,
+            Progress("diff", ctx.err, total) as progress,
+        ):
+            _copy_out(stream.fileno(), out, progress.add)
+            stream.close()  # the producer's error, if any, before the final line
     except BrokenPipeError:
         raise
     except Exception as e:

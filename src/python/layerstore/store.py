@@ -1995,46 +1995,80 @@ class LayerStore:
         Locking: shared while the stream is set up; the bytes are produced afterwards
         on a thread, without the lock (deleting the layer meanwhile fails the stream).
         """
-        from layerstore import _native
         from layerstore.datapath import DiffStream
 
         with self.reading():
-            to_rec, from_rec = self._diff_pair(to, from_)
-            blob = self._additional_blob(to_rec, from_rec, compression)
-            if blob is not None:
-                return blob
-            to_snap = self._snap(to_rec)
-            comp = Compression(to_snap.compression if compression is None else compression)
-            if comp in (Compression.BZIP2, Compression.XZ):
-                raise errors.NotSupported(
-                    message=f"unsupported compression format {comp.extension}"
-                )
-            to_id = to_rec.obj["id"]
-            tspath = self._tspath(to_id)
-            direct = (from_rec.obj["id"] if from_rec else "") == (to_rec.obj.get("parent") or "")
-            if direct and os.path.exists(tspath):
-                roots = self.driver.diff_roots(to_id)
-                return DiffStream(
-                    lambda wfd: _native.assemble(tspath, roots, wfd, int(comp)),
-                    name=f"diff of {to_id}",
-                )
-            kwargs = self._changes_args(to_rec, from_rec)
-            new_root, old_root = kwargs.pop("new_root"), kwargs.pop("old_root")
-            mounted: list[str] = kwargs.pop("mounted", [])
-
-            def export(wfd: int) -> int:
-                try:
-                    return _native.export_changes(
-                        new_root, old_root, wfd, compression=int(comp), **kwargs
-                    )
-                finally:
-                    self._put_mounts(mounted)
-
+            produce, name, cleanup = self._diff_producer(to, from_, compression)
+            if not callable(produce):
+                return produce  # an additional layer's blob, already a stream
             try:
-                return DiffStream(export, name=f"diff of {to_id}")
+                return DiffStream(produce, name=name)
             except BaseException:
-                self._put_mounts(mounted)
+                cleanup()
                 raise
+
+    def write_diff(
+        self,
+        to: str,
+        out_fd: int,
+        from_: str | None = None,
+        compression: Compression | int | None = None,
+    ) -> int:
+        """:meth:`diff`, written straight into the file descriptor ``out_fd`` (a file,
+        a pipe, a socket) with no stream in between; returns the bytes written.
+
+        Locking: shared while it is set up, none while the bytes are written."""
+        with self.reading():
+            produce, _, _ = self._diff_producer(to, from_, compression)
+        if callable(produce):
+            return int(produce(out_fd))
+        written = 0
+        with produce as blob:
+            while chunk := blob.read(1 << 20):
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(out_fd, view) :]
+                written += len(chunk)
+        return written
+
+    def _diff_producer(
+        self, to: str, from_: str | None, compression: Compression | int | None
+    ) -> tuple[Callable[[int], int] | BinaryIO, str, Callable[[], None]]:
+        """What makes the layer's tarball: a function writing it into an fd (which also
+        releases any mounts it needed), its name, and the clean-up to run if the
+        function is never called — or, for an additional layer, its blob stream.
+
+        Locking: requires shared."""
+        from layerstore import _native
+
+        to_rec, from_rec = self._diff_pair(to, from_)
+        blob = self._additional_blob(to_rec, from_rec, compression)
+        if blob is not None:
+            return blob, "", lambda: None
+        to_snap = self._snap(to_rec)
+        comp = Compression(to_snap.compression if compression is None else compression)
+        if comp in (Compression.BZIP2, Compression.XZ):
+            raise errors.NotSupported(message=f"unsupported compression format {comp.extension}")
+        to_id = to_rec.obj["id"]
+        name = f"diff of {to_id}"
+        tspath = self._tspath(to_id)
+        direct = (from_rec.obj["id"] if from_rec else "") == (to_rec.obj.get("parent") or "")
+        if direct and os.path.exists(tspath):
+            roots = self.driver.diff_roots(to_id)
+            return (lambda fd: _native.assemble(tspath, roots, fd, int(comp))), name, lambda: None
+        kwargs = self._changes_args(to_rec, from_rec)
+        new_root, old_root = kwargs.pop("new_root"), kwargs.pop("old_root")
+        mounted: list[str] = kwargs.pop("mounted", [])
+
+        def export(fd: int) -> int:
+            try:
+                return _native.export_changes(
+                    new_root, old_root, fd, compression=int(comp), **kwargs
+                )
+            finally:
+                self._put_mounts(mounted)
+
+        return export, name, lambda: self._put_mounts(mounted)
 
     def diff_size(self, to: str, from_: str | None = None) -> int:
         """Bytes of the files added or modified in ``to`` relative to ``from_`` (the
