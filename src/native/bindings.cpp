@@ -393,17 +393,6 @@ void bind_apply(py::module_& m) {
 // ---- changes: change lists, diff sizes and the naive diff (src/native/changes) -------
 // Paths go in through os.fsencode and come out with surrogateescape, so non-UTF-8 names
 // survive. PathError -> OSError with the path; a bad compression -> ValueError.
-using ChangesIdTriple = std::tuple<int64_t, int64_t, int64_t>;
-
-std::vector<layerstore::IdMapEntry> changes_id_map(const std::vector<ChangesIdTriple>& triples) {
-  std::vector<layerstore::IdMapEntry> out;
-  for (const ChangesIdTriple& t : triples) {
-    if (std::get<0>(t) < 0 || std::get<1>(t) < 0 || std::get<2>(t) <= 0)
-      throw py::value_error("invalid ID map entry (container, host, size)");
-    out.push_back(layerstore::IdMapEntry{std::get<0>(t), std::get<1>(t), std::get<2>(t)});
-  }
-  return out;
-}
 
 std::string changes_fs_path(const py::object& p) {
   return py::module_::import("os").attr("fsencode")(p).cast<std::string>();
@@ -420,8 +409,8 @@ struct ChangesArgs {
 
 ChangesArgs changes_args(const py::object& new_root, const py::object& old_root,
                          const py::object& lower_roots, const std::string& mode,
-                         const std::vector<ChangesIdTriple>& uid_map,
-                         const std::vector<ChangesIdTriple>& gid_map,
+                         const std::vector<IdTriple>& uid_map,
+                         const std::vector<IdTriple>& gid_map,
                          const py::object& parent_uid_map, const py::object& parent_gid_map) {
   ChangesArgs a;
   if (mode != "naive" && mode != "overlay")
@@ -432,14 +421,14 @@ ChangesArgs changes_args(const py::object& new_root, const py::object& old_root,
   if (a.new_root.empty()) throw py::value_error("new_root must not be empty");
   if (!lower_roots.is_none())
     for (const py::handle& h : lower_roots) a.lowers.push_back(changes_fs_path(py::reinterpret_borrow<py::object>(h)));
-  a.maps.uids = changes_id_map(uid_map);
-  a.maps.gids = changes_id_map(gid_map);
+  a.maps.uids = to_id_map(uid_map);
+  a.maps.gids = to_id_map(gid_map);
   a.parent_maps.uids = parent_uid_map.is_none()
                            ? a.maps.uids
-                           : changes_id_map(parent_uid_map.cast<std::vector<ChangesIdTriple>>());
+                           : to_id_map(parent_uid_map.cast<std::vector<IdTriple>>());
   a.parent_maps.gids = parent_gid_map.is_none()
                            ? a.maps.gids
-                           : changes_id_map(parent_gid_map.cast<std::vector<ChangesIdTriple>>());
+                           : to_id_map(parent_gid_map.cast<std::vector<IdTriple>>());
   return a;
 }
 
@@ -483,7 +472,7 @@ auto changes_nogil(F&& f) -> decltype(f()) {
 }
 
 void bind_changes(py::module_& m) {
-  using Triples = std::vector<ChangesIdTriple>;
+  using Triples = std::vector<IdTriple>;
   m.def(
       "changes",
       [](const py::object& new_root, const py::object& old_root, const py::object& lower_roots,
