@@ -272,6 +272,41 @@ void extract_stage(ByteSource& tar, int root_dirfd, const ApplyOptions& options,
   res.gid_set.assign(gids.begin(), gids.end());
 }
 
+// The tar's own hash, on its thread: drain the hash queue.
+void hash_blocks(BlockQueue& q, Sha256& hash) {
+  BlockPtr b;
+  while (q.pop(&b)) {
+    hash.update(b->data, b->len);
+    b.reset();
+  }
+}
+
+// The end of the decompress stage: flush the decompressor, count, close both queues.
+void finish_decompress(Decompressor& d, BlockWriter& w, uint64_t& tar_size, BlockQueue& q_tar,
+                       BlockQueue& q_hash) {
+  d.finish(w);
+  w.close();
+  tar_size = w.count;
+  q_tar.close();
+  q_hash.close();
+}
+
+// The record's digests and sizes (SPEC.md §6.1): for uncompressed input the diff digest is
+// the compressed one, hashed once.
+void set_digests(ApplyResult& res, const ApplyOptions& options, bool trusted,
+                 uint64_t input_size, Sha256& input_hash, uint64_t tar_size, Sha256& tar_hash) {
+  res.compressed_size = input_size;
+  res.compressed_digest =
+      trusted ? options.trusted_compressed_digest : "sha256:" + input_hash.hex();
+  if (res.compression != Compression::kNone) {
+    res.uncompressed_size = tar_size;
+    res.uncompressed_digest = "sha256:" + tar_hash.hex();
+  } else {
+    res.uncompressed_size = input_size;
+    res.uncompressed_digest = res.compressed_digest;
+  }
+}
+
 ApplyResult run(Input& in, int root_dirfd, const ApplyOptions& options,
                 ByteSink& tarsplit_gz_out) {
   ApplyResult res;
@@ -338,21 +373,13 @@ ApplyResult run(Input& in, int root_dirfd, const ApplyOptions& options,
           if (b->idle) w.flush_idle();
           b.reset();
         }
-        d->finish(w);
-        w.close();
-        tar_size = w.count;
-        q_tar.close();
-        q_hash.close();
+        finish_decompress(*d, w, tar_size, q_tar, q_hash);
       });
     });
     if (hash_thread) {
       hasher = std::thread([&] {
         guard(2, [&] {
-          BlockPtr b;
-          while (q_hash.pop(&b)) {
-            tar_hash.update(b->data, b->len);
-            b.reset();
-          }
+          hash_blocks(q_hash, tar_hash);
         });
       });
     }
@@ -367,16 +394,7 @@ ApplyResult run(Input& in, int root_dirfd, const ApplyOptions& options,
   for (const std::exception_ptr& e : errors)
     if (e) std::rethrow_exception(e);
 
-  res.compressed_size = input_size;
-  res.compressed_digest =
-      trusted ? options.trusted_compressed_digest : "sha256:" + input_hash.hex();
-  if (compressed) {
-    res.uncompressed_size = tar_size;
-    res.uncompressed_digest = "sha256:" + tar_hash.hex();
-  } else {
-    res.uncompressed_size = input_size;
-    res.uncompressed_digest = res.compressed_digest;
-  }
+  set_digests(res, options, trusted, input_size, input_hash, tar_size, tar_hash);
   return res;
 }
 
@@ -464,22 +482,14 @@ ApplyResult run_memory(const uint8_t* mem, size_t len, int root_dirfd,
           if (!trusted) input_hash.update(mem + off, k);
           d->feed(mem + off, k, w);
         }
-        d->finish(w);
-        w.close();
-        tar_size = w.count;
-        q_tar.close();
-        q_hash.close();
+        finish_decompress(*d, w, tar_size, q_tar, q_hash);
       });
     });
     std::thread hasher;
     if (hash_thread) {
       hasher = std::thread([&] {
         guard(1, [&] {
-          BlockPtr b;
-          while (q_hash.pop(&b)) {
-            tar_hash.update(b->data, b->len);
-            b.reset();
-          }
+          hash_blocks(q_hash, tar_hash);
         });
       });
     }
@@ -493,16 +503,7 @@ ApplyResult run_memory(const uint8_t* mem, size_t len, int root_dirfd,
   for (const std::exception_ptr& e : errors)
     if (e) std::rethrow_exception(e);
 
-  res.compressed_size = len;
-  res.compressed_digest =
-      trusted ? options.trusted_compressed_digest : "sha256:" + input_hash.hex();
-  if (compressed) {
-    res.uncompressed_size = tar_size;
-    res.uncompressed_digest = "sha256:" + tar_hash.hex();
-  } else {
-    res.uncompressed_size = len;
-    res.uncompressed_digest = res.compressed_digest;
-  }
+  set_digests(res, options, trusted, len, input_hash, tar_size, tar_hash);
   return res;
 }
 // Keeps the hash of an uncompressed file from running more than `lead` bytes ahead of the
@@ -614,11 +615,8 @@ ApplyResult run_file_uncompressed(int fd, off_t start, uint64_t len, int root_di
   for (const std::exception_ptr& e : {errors[1], errors[0]})
     if (e) std::rethrow_exception(e);
   res.compression = Compression::kNone;
-  res.compressed_size = len;
-  res.compressed_digest =
-      trusted ? options.trusted_compressed_digest : "sha256:" + input_hash.hex();
-  res.uncompressed_size = len;
-  res.uncompressed_digest = res.compressed_digest;
+  Sha256 unused;  // uncompressed: the tar's digest is the input's
+  set_digests(res, options, trusted, len, input_hash, len, unused);
   return res;
 }
 
