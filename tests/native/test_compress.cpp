@@ -12,14 +12,7 @@
 #include "compress/decompress.h"
 #include "tar/errors.h"
 
-static int failures = 0;
-#define CHECK(cond)                                                          \
-  do {                                                                       \
-    if (!(cond)) {                                                           \
-      std::fprintf(stderr, "%s:%d: CHECK(%s)\n", __FILE__, __LINE__, #cond); \
-      ++failures;                                                            \
-    }                                                                        \
-  } while (0)
+#include "check.h"
 
 using namespace layerstore;
 
