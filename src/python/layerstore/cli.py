@@ -24,6 +24,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any, Final, NamedTuple
 
 if TYPE_CHECKING:
+    from layerstore.layer import Layer
     from layerstore.store import LayerStore
 
 __all__ = ["COMMANDS", "Command", "Flag", "main"]
@@ -403,23 +404,36 @@ def _id_maps(ctx: Context, which: str) -> tuple[Any, ...]:
 
 def _verb_create_layer(ctx: Context) -> int:
     try:
+        layer = _create_layer(ctx, None)
+    except _Reported as e:
+        ctx.error(str(e))
+        return 1
+    except Exception as e:
+        return _fail(ctx, e)
+    return _print_created(ctx, layer)
+
+
+def _create_layer(ctx: Context, diff: IO[bytes] | None) -> Layer:
+    """``create-layer`` / ``import-layer``: the layer their flags and argument describe."""
+    try:
         uid_map = _id_maps(ctx, "uid")
         gid_map = _id_maps(ctx, "gid")
     except (ValueError, OSError) as e:
-        ctx.error(f"initializing ID mappings: {error_text(e)}")
-        return 1
-    try:
-        layer, _size = ctx.store.create(
-            id=ctx.flag("id") or None,
-            parent=ctx.args[0] if ctx.args else None,
-            names=ctx.flag("name") or (),
-            mount_label=ctx.flag("label") or "",
-            uid_map=uid_map,
-            gid_map=gid_map,
-            writeable=not ctx.flag("readonly"),
-        )
-    except Exception as e:
-        return _fail(ctx, e)
+        raise _Reported(f"initializing ID mappings: {error_text(e)}") from e
+    layer, _size = ctx.store.create(
+        id=ctx.flag("id") or None,
+        parent=ctx.args[0] if ctx.args else None,
+        names=ctx.flag("name") or (),
+        mount_label=ctx.flag("label") or "",
+        uid_map=uid_map,
+        gid_map=gid_map,
+        writeable=not ctx.flag("readonly"),
+        diff=diff,
+    )
+    return layer
+
+
+def _print_created(ctx: Context, layer: Layer) -> int:
     if ctx.json:
         ctx.emit_json(layer.to_json())
     else:
@@ -780,33 +794,13 @@ def _diff_input(ctx: Context, label: str) -> Iterator[IO[bytes]]:
 def _verb_import_layer(ctx: Context) -> int:
     try:
         with _diff_input(ctx, "import-layer") as source:
-            try:
-                uid_map = _id_maps(ctx, "uid")
-                gid_map = _id_maps(ctx, "gid")
-            except (ValueError, OSError) as e:
-                raise _Reported(f"initializing ID mappings: {error_text(e)}") from e
-            layer, _size = ctx.store.create(
-                id=ctx.flag("id") or None,
-                parent=ctx.args[0] if ctx.args else None,
-                names=ctx.flag("name") or (),
-                mount_label=ctx.flag("label") or "",
-                uid_map=uid_map,
-                gid_map=gid_map,
-                writeable=not ctx.flag("readonly"),
-                diff=source,
-            )
+            layer = _create_layer(ctx, source)
     except _Reported as e:
         ctx.error(str(e))
         return 1
     except Exception as e:
         return _fail(ctx, e)
-    if ctx.json:
-        ctx.emit_json(layer.to_json())
-    else:
-        ctx.print(layer.id)
-        for name in layer.names:
-            ctx.print(f"\t{name}")
-    return 0
+    return _print_created(ctx, layer)
 
 
 class _Reported(Exception):
@@ -1156,6 +1150,14 @@ _MAP_FLAGS: Final = (
     Flag(("subuidmap",), "str", "subuid UID map for a user"),
     Flag(("subgidmap",), "str", "subgid GID map for a group"),
 )
+_CREATE_FLAGS: Final = (
+    Flag(("id", "i"), "str", "Layer ID"),
+    Flag(("label", "l"), "str", "Mount Label"),
+    _NAME_FLAG,
+    Flag(("readonly", "r"), "bool", "Mark as read-only"),
+    *_MAP_FLAGS,
+)
+_FILE_IN_FLAG: Final = Flag(("file", "f"), "str", "Read from file instead of stdin")
 
 COMMANDS: Final[dict[str, Command]] = {
     c.name: c
@@ -1184,14 +1186,7 @@ COMMANDS: Final[dict[str, Command]] = {
             "[options [...]] [parentLayerNameOrID]",
             "Create a new layer",
             _verb_create_layer,
-            (
-                _JSON,
-                Flag(("id", "i"), "str", "Layer ID"),
-                Flag(("label", "l"), "str", "Mount Label"),
-                _NAME_FLAG,
-                Flag(("readonly", "r"), "bool", "Mark as read-only"),
-                *_MAP_FLAGS,
-            ),
+            (_JSON, *_CREATE_FLAGS),
             max_args=1,
         ),
         Command(
@@ -1199,15 +1194,7 @@ COMMANDS: Final[dict[str, Command]] = {
             "[options [...]] [parentLayerNameOrID]",
             "Import a new layer",
             _verb_import_layer,
-            (
-                _JSON,
-                Flag(("file", "f"), "str", "Read from file instead of stdin"),
-                Flag(("id", "i"), "str", "Layer ID"),
-                Flag(("label", "l"), "str", "Mount Label"),
-                _NAME_FLAG,
-                Flag(("readonly", "r"), "bool", "Mark as read-only"),
-                *_MAP_FLAGS,
-            ),
+            (_JSON, _FILE_IN_FLAG, *_CREATE_FLAGS),
             max_args=1,
         ),
         Command(
@@ -1251,7 +1238,7 @@ COMMANDS: Final[dict[str, Command]] = {
             "[options [...]] layerNameOrID [referenceLayerNameOrID]",
             "Apply a diff to a layer",
             _verb_applydiff,
-            (Flag(("file", "f"), "str", "Read from file instead of stdin"),),
+            (_FILE_IN_FLAG,),
             min_args=1,
             max_args=1,
             aliases=("apply-diff",),
