@@ -104,6 +104,7 @@ class Sample:
     cpu_seconds: float = 0.0  # user + system of the child and what it waited for
     error: str | None = None
     out_size: int = 0
+    serial_seconds: float = 0.0  # TwoImports: the same two imports one after the other
 
 
 def run_child(
@@ -438,6 +439,93 @@ class DuringImport(Workload):
         return f"started {self.delay} s into the import (target: ours within 0.05 s)"
 
 
+class TwoImports(Workload):
+    """Two imports of the same input into one store: started together, then (same run,
+    fresh tmpfs) one after the other. Timed: the concurrent pair; the serial time is kept
+    beside it. Go serialises them on the layers lock; ours extracts outside the lock, so
+    the pair started together must finish no later than the serial one."""
+
+    def __init__(self, name: str, tar: datasets.TarInput) -> None:
+        self.name = name
+        self.tar = tar
+        self.nbytes = 2 * tar.tar_size
+
+    def _check(self, graph: Path) -> str | None:
+        layers = read_layers(graph)
+        if len(layers) != 2:
+            return f"{len(layers)} layers recorded, expected 2"
+        for layer in layers:
+            if layer.get("diff-digest") != self.tar.tar_digest:
+                return f"diff-digest {layer.get('diff-digest')} != {self.tar.tar_digest}"
+        return None
+
+    def _together(self, impl: Impl) -> Sample:
+        with fresh_tmpfs() as mnt:
+            graph, run = mnt / "graph", mnt / "run"
+            procs = []
+            t0 = time.perf_counter()
+            for k in range(2):
+                with (
+                    self.tar.path.open("rb") as fin,
+                    (mnt / f"out{k}").open("wb") as fout,
+                    (mnt / f"err{k}").open("wb") as ferr,
+                ):
+                    argv = impl.cli(graph, run, "import-layer")
+                    if os.access(TIME_BIN, os.X_OK):  # the peak RSS of the command alone
+                        argv = [TIME_BIN, "-f", "%M", "-o", str(mnt / f"rss{k}"), "--", *argv]
+                    procs.append(subprocess.Popen(argv, stdin=fin, stdout=fout, stderr=ferr))
+            cpu, rss, errors = 0.0, 0, []
+            for k, p in enumerate(procs):
+                _, status, ru = os.wait4(p.pid, 0)
+                cpu += ru.ru_utime + ru.ru_stime
+                rss_file = mnt / f"rss{k}"
+                peak = int(rss_file.read_text().split()[-1]) if rss_file.exists() else 0
+                rss = max(rss, peak or ru.ru_maxrss)
+                if os.waitstatus_to_exitcode(status) != 0:
+                    lines = (mnt / f"err{k}").read_text(errors="replace").strip().splitlines()
+                    errors.append(f"import {k}: {lines[-1] if lines else 'failed'}")
+            t1 = time.perf_counter()
+            for p in procs:
+                p.returncode = 0  # reaped above
+            s = Sample(t1 - t0, rss, cpu, error="; ".join(errors) or None)
+            if not s.error:
+                s.error = self._check(graph)
+            return s
+
+    def _serial(self, impl: Impl) -> Sample:
+        with fresh_tmpfs() as mnt:
+            graph, run = mnt / "graph", mnt / "run"
+            total = Sample(0.0, 0)
+            for _ in range(2):
+                s, _ = run_child(impl.cli(graph, run, "import-layer"), cwd=mnt, stdin=self.tar.path)
+                if s.error:
+                    return s
+                total.seconds += s.seconds
+                total.cpu_seconds += s.cpu_seconds
+                total.maxrss_kib = max(total.maxrss_kib, s.maxrss_kib)
+            total.error = self._check(graph)
+            return total
+
+    def once(self, impl: Impl, state: object) -> Sample:
+        serial = self._serial(impl)
+        if serial.error:
+            return serial
+        s = self._together(impl)
+        s.serial_seconds = serial.seconds
+        return s
+
+    def extra(self, ours: list[Sample], go: list[Sample]) -> str:
+        def share(samples: list[Sample]) -> str:
+            if not samples:
+                return "—"
+            return f"{statistics.median(s.seconds / s.serial_seconds for s in samples):.2f}"
+
+        return (
+            f"together / one after the other: ours {share(ours)}, Go {share(go)} "
+            "(target: ours <= 1.00)"
+        )
+
+
 def workloads(ds: datasets.Datasets) -> list[Workload]:
     gz, tar = ds.rootfs["tar.gz"], ds.rootfs["tar"]
     many = ds.stores[max(ds.stores)]
@@ -447,6 +535,7 @@ def workloads(ds: datasets.Datasets) -> list[Workload]:
         Import("import rootfs.tar.zst", ds.rootfs["tar.zst"]),
         Import(f"import {ds.small.name}", ds.small),
         Import(f"import {ds.big.name}", ds.big),
+        TwoImports("2 imports of rootfs.tar.gz at once", gz),
         Diff("diff rootfs -u", tar, gz, gzip=False),
         Diff("diff rootfs -c (gzip)", tar, gz, gzip=True),
         Layers(f"layers ({many.layers} layers)", many),
