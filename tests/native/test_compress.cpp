@@ -3,8 +3,12 @@
 // on corrupt / truncated input.
 #include <unistd.h>
 
+#include <zlib.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <string>
 
@@ -65,6 +69,50 @@ static std::string compress(Compression c, const std::string& in, int level, int
     s->write(reinterpret_cast<const uint8_t*>(in.data()) + off, std::min(chunk, in.size() - off));
   s->close();
   return out.data;
+}
+
+// The same through the sink's lent buffer, filled `piece` bytes at a time.
+static std::string lend_compress(const std::string& in, int threads, size_t piece) {
+  StringSink out;
+  auto s = make_compressing_sink(Compression::kGzip, out, -1, threads);
+  for (size_t off = 0; off < in.size();) {
+    size_t room = 0;
+    uint8_t* p = s->lend(&room);
+    CHECK(p != nullptr && room > 0);
+    size_t k = std::min({room, piece, in.size() - off});
+    std::memcpy(p, in.data() + off, k);
+    s->commit(k);
+    off += k;
+  }
+  s->close();
+  return out.data;
+}
+
+// gunzip with zlib (an independent inflater); "<error>" when zlib rejects the stream.
+static std::string zlib_gunzip(const std::string& gz) {
+  z_stream z{};
+  if (inflateInit2(&z, 16 + 15) != Z_OK) return "<error>";
+  std::string out;
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(gz.data()));
+  z.avail_in = static_cast<uInt>(gz.size());
+  int r = Z_OK;
+  while (r == Z_OK) {
+    char buf[65536];
+    z.next_out = reinterpret_cast<Bytef*>(buf);
+    z.avail_out = sizeof buf;
+    r = inflate(&z, Z_NO_FLUSH);
+    out.append(buf, sizeof buf - z.avail_out);
+  }
+  bool whole = r == Z_STREAM_END && z.avail_in == 0;
+  inflateEnd(&z);
+  return whole ? out : "<error>";
+}
+
+static std::string random_bytes(size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::string s(n, '\0');
+  for (char& c : s) c = static_cast<char>(rng());
+  return s;
 }
 
 static std::string error_of(Compression c, const std::string& in) {
@@ -151,8 +199,8 @@ int main() {
   CHECK(!error_of(Compression::kXz, xz.substr(0, 12) + std::string(200, 'x')).empty());
 
   // Parallel gzip: valid for gzip(1) and for us, same bytes for any thread count and any
-  // write sizes, at every ISA-L level; sizes around the 128 KiB block.
-  for (size_t n : {size_t{0}, size_t{1}, size_t{131072}, size_t{131073}, size_t{262144},
+  // write sizes, at every ISA-L level; sizes around the 1 MiB block.
+  for (size_t n : {size_t{0}, size_t{1}, size_t{131072}, size_t{1} << 20, (size_t{1} << 20) + 1,
                    data.size()}) {
     std::string in = data.substr(0, n);
     std::string one = compress(Compression::kGzip, in, 1, 1);
@@ -172,6 +220,45 @@ int main() {
     if (level == 1) size1 = z.size();
     if (level == 6) CHECK(z.size() <= size1);  // higher levels never compress worse here
   }
+  // Already-compressed chunks go out as stored blocks: random data grows by the stored
+  // headers only; random and text mixed at and off the 64 KiB chunk grid, ending on either
+  // kind (a final stored block, or the empty final block after a full last block), round
+  // trip through zlib and gzip(1), and give the same bytes for 1 and 2 threads and for
+  // write() and lend()/commit().
+  const std::string noise = random_bytes(3 * (1 << 20) + 777, 7);
+  const std::string text = data.substr(0, 300000);
+  const std::string whole_noise = noise.substr(0, 2 << 20);
+  for (const std::string& in :
+       {noise, whole_noise, text + noise, noise + text,
+        text.substr(0, 65536) + noise.substr(0, 65536 * 3) + text + noise.substr(5, 100000),
+        noise.substr(0, 1000) + text.substr(0, 70000) + noise.substr(0, 200000) + text,
+        text.substr(0, (1 << 20) - 65536) + noise.substr(0, 65536)}) {
+    std::string one = compress(Compression::kGzip, in, -1, 1);
+    CHECK(compress(Compression::kGzip, in, -1, 2, 4096) == one);
+    CHECK(lend_compress(in, 2, 65536 + 17) == one);
+    CHECK(zlib_gunzip(one) == in);
+    CHECK(tool("gzip -dc", one) == in);
+  }
+  {
+    // Stored without running deflate: each 1 MiB block of noise is exactly stored blocks of
+    // 65535 bytes and a 16-byte one (deflate would add its sync-flush markers at least);
+    // after the 2 MiB, the end-of-stream block of the empty last block.
+    std::string z = compress(Compression::kGzip, whole_noise, -1, 2);
+    std::string want;
+    for (size_t block = 0; block < whole_noise.size(); block += 1 << 20) {
+      for (size_t off = 0; off < (1 << 20); off += 65535) {
+        size_t k = std::min<size_t>(65535, (1 << 20) - off);
+        want += std::string(1, '\0') + char(k & 0xff) + char(k >> 8) + char(~k & 0xff) +
+                char((~k >> 8) & 0xff) + whole_noise.substr(block + off, k);
+      }
+    }
+    CHECK(z.substr(10, want.size()) == want);
+    CHECK(z.size() <= 10 + want.size() + 16);
+  }
+  CHECK(compress(Compression::kGzip, text + noise, -1, 2).size() <
+        compress(Compression::kGzip, text, -1, 2).size() + noise.size() + 1000);
+  CHECK(zlib_gunzip(lend_compress("", 1, 5)).empty());
+
   // zstd: multi-threaded, readable by zstd(1), same bytes for 1 and 3 workers.
   std::string z1 = compress(Compression::kZstd, data, -1, 1);
   CHECK(compress(Compression::kZstd, data, -1, 3, 1000) == z1);

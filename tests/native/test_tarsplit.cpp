@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <algorithm>
 #include <string>
@@ -84,14 +85,23 @@ static std::string disassemble(const std::string& tar, bool read_data = true) {
 }
 
 static int g_threads = 1;  // assemble's file readers: 0 = one per CPU, 1 = serial
+// Assemble into the parallel gzip sink, which lends its blocks: files are read straight into
+// them (the serial path) and segments longer than the room left go through write().
+static bool g_gzip = false;
 
 static std::string assemble_to_string(const std::string& ts_gz,
                                       const std::vector<std::string>& roots) {
   MemorySource src(ts_gz.data(), ts_gz.size());
   RootsFileGetter files(roots);
   StringSink out;
-  assemble(src, files, out, g_threads);
-  return out.data;
+  if (!g_gzip) {
+    assemble(src, files, out, g_threads);
+    return out.data;
+  }
+  std::unique_ptr<ByteSink> gz = make_compressing_sink(Compression::kGzip, out, -1, 2);
+  assemble(src, files, *gz, g_threads);
+  gz->close();
+  return gunzip(out.data);
 }
 
 template <class E>
@@ -156,10 +166,12 @@ int main() {
   sh("ln -s a.txt " + d + "/link");
   sh("ln " + d + "/a.txt " + d + "/sub/hard");
   sh("mkfifo " + d + "/fifo");
-  for (const char* format : {"gnu", "posix", "posix-serial", "posix-4-threads"}) {
+  for (const char* format : {"gnu", "posix", "posix-serial", "posix-4-threads", "posix-gzip"}) {
     g_threads = std::string(format) == "posix-serial"      ? 1
                 : std::string(format) == "posix-4-threads" ? 4
+                : std::string(format) == "posix-gzip"      ? 1
                                                            : 0;
+    g_gzip = std::string(format) == "posix-gzip";
     if (std::string(format).rfind("posix", 0) == 0) format = "posix";
     std::string tarfile = tmpdir + "/t.tar";
     sh("tar --format=" + std::string(format) + " -cf " + tarfile + " -C " + d + " .");
@@ -206,8 +218,10 @@ int main() {
     return e == "file integrity checksum failed for \"./a.txt\"" ||
            e == "file integrity checksum failed for \"./sub/hard\"";
   };
-  for (int threads : {1, 0}) {  // the serial and the parallel path behave the same
-    g_threads = threads;
+  g_gzip = false;
+  for (int threads : {1, 0, -1}) {  // the serial, parallel and gzip paths behave the same
+    g_threads = threads < 0 ? 1 : threads;
+    g_gzip = threads < 0;
     // Overlay: the upper root wins, lower roots fill in.
     sh("rm -rf " + upper + " && mkdir -p " + upper + "/sub");
     sh("printf 'hello\\n' > " + upper + "/a.txt");
@@ -234,6 +248,33 @@ int main() {
     CHECK(missing == d + "/sub/big.bin");
     write_file(d + "/sub/big.bin", big);
     CHECK(assemble_to_string(ts, {d}) == tar);
+  }
+  g_gzip = false;
+  // Through the gzip sink's lent blocks, a segment (23 bytes of padding + a 512-byte header)
+  // that does not fit in the room left in a 1 MiB block goes through write(), and the next
+  // file is read into the block after it.
+  {
+    const std::string many = tmpdir + "/many";
+    sh("mkdir -p " + many);
+    std::mt19937 rng(5);
+    for (int i = 0; i < 700; ++i) {
+      std::string content(1001, '\0');
+      for (char& c : content) c = static_cast<char>('a' + rng() % 26);
+      char name[16];
+      std::snprintf(name, sizeof name, "/f%04d", i);
+      write_file(many + name, content);
+    }
+    sh("tar --format=gnu --sort=name -cf " + tmpdir + "/many.tar -C " + many + " .");
+    std::string many_tar = read_file(tmpdir + "/many.tar");
+    // Segment j starts where file j's data ends: 2025 + 1536 j; number 681 crosses 1 MiB.
+    CHECK(many_tar.substr(2025 + 1536 * 681 + 23 + 512, 1001) == read_file(many + "/f0682"));
+    std::string many_ts = disassemble(many_tar);
+    g_threads = 1;
+    for (bool gz : {false, true}) {
+      g_gzip = gz;
+      CHECK(assemble_to_string(many_ts, {many}) == many_tar);
+    }
+    g_gzip = false;
   }
   // Names resolve inside the root: "..", absolute paths and symlinks cannot leave it.
   {

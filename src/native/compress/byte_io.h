@@ -3,6 +3,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <memory>
 #include <string>
 
 namespace layerstore {
@@ -20,6 +22,38 @@ class ByteSink {
   virtual void write(const uint8_t* p, size_t n) = 0;
   // Flush whatever is buffered / finish the stream. Idempotent.
   virtual void close() {}
+  // Zero-copy writing, for sinks that buffer anyway: lend() returns space for up to *room
+  // (> 0) bytes inside the sink's own buffer; the caller fills some of it and commit(k)s
+  // them (k <= *room; the space is valid until the next call on the sink). Sinks without
+  // a buffer of their own return nullptr: use write().
+  virtual uint8_t* lend(size_t* room) {
+    *room = 0;
+    return nullptr;
+  }
+  virtual void commit(size_t k) { (void)k; }
+};
+
+// A byte buffer that grows without zero-filling (data is read straight into it).
+class RawBuffer {
+ public:
+  explicit RawBuffer(size_t cap = 0) { grow(cap, 0); }
+  uint8_t* data() { return p_.get(); }
+  const uint8_t* data() const { return p_.get(); }
+  size_t size() const { return cap_; }
+  // Capacity at least cap; contents are not kept.
+  void reserve(size_t cap) { grow(cap, 0); }
+  // Capacity at least cap, keeping the first `used` bytes.
+  void grow(size_t cap, size_t used) {
+    if (cap <= cap_) return;
+    std::unique_ptr<uint8_t[]> q(new uint8_t[cap]);
+    if (used) std::memcpy(q.get(), p_.get(), used);
+    p_ = std::move(q);
+    cap_ = cap;
+  }
+
+ private:
+  std::unique_ptr<uint8_t[]> p_;
+  size_t cap_ = 0;
 };
 
 // Reads a file descriptor (not owned); retries EINTR; throws std::system_error.

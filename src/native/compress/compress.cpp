@@ -1,9 +1,12 @@
 // Output compression: pigz-style parallel gzip on ISA-L and multi-threaded zstd.
 //
-// gzip: the input is cut into fixed 128 KiB blocks (independent of write sizes and thread
-// count); each block is deflated by a worker with the previous 32 KiB as dictionary and
-// ends with a sync flush (the last one with the final block), so concatenating the blocks
-// gives one valid deflate stream. The caller's thread keeps order and writes.
+// gzip: the input is cut into fixed 1 MiB blocks (independent of write sizes and thread
+// count); each block is compressed by a worker with the previous 32 KiB as dictionary and
+// ends byte-aligned (sync flush; the last block ends the stream), so concatenating the
+// blocks gives one valid deflate stream. Inside a block, 64 KiB chunks that look already
+// compressed (sampled byte entropy) go out as stored blocks without running deflate; the
+// rest is deflated in runs. Every decision depends on the bytes only, so the output never
+// depends on timing or thread count. The caller's thread keeps order and writes.
 #include "compress/compress.h"
 
 #include <isa-l/crc.h>
@@ -12,6 +15,8 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <array>
+#include <cmath>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -26,8 +31,12 @@ namespace layerstore {
 
 namespace {
 
-constexpr size_t kBlock = 128 * 1024;
+// 1 MiB blocks: an eighth of the dictionary loads and sync flushes of 128 KiB blocks, 10%
+// less CPU on the rootfs for 0.3% more output; the last block's tail is ~1.5 ms of work.
+constexpr size_t kBlock = 1 << 20;
 constexpr size_t kDict = 32 * 1024;
+constexpr size_t kChunk = 64 * 1024;
+constexpr size_t kStoredMax = 65535;  // a stored block's LEN field
 
 class PassThroughSink final : public ByteSink {
  public:
@@ -37,17 +46,6 @@ class PassThroughSink final : public ByteSink {
 
  private:
   ByteSink& out_;
-};
-
-struct GzJob {
-  std::vector<uint8_t> data;  // dict (dict_len bytes) followed by the block
-  size_t dict_len = 0;
-  bool last = false;
-  std::vector<uint8_t> out;
-  uint32_t crc = 0;
-  size_t len = 0;
-  bool done = false;
-  std::string error;
 };
 
 int isal_level(int level) {
@@ -70,6 +68,141 @@ size_t level_buf_size(int lvl) {
   }
 }
 
+// Sampled order-0 entropy: 32 samples of 64 bytes spread over a 64 KiB chunk. Already
+// compressed data (.gz, .xz, .deb members) scores ~7.91 bits/byte on 2048 samples; on the
+// Debian rootfs, chunks above 7.8 deflate to 97–100% of their size and those below to
+// 87% or less, so above 7.8 the chunk is stored. Costs ~3% of a pass over the bytes.
+constexpr size_t kSamples = 32, kSampleLen = 64, kSampled = kSamples * kSampleLen;
+
+bool looks_incompressible(const uint8_t* p) {
+  // c·log2(c) for every count a byte value can reach in the sample.
+  static const std::array<float, kSampled + 1> clog = [] {
+    std::array<float, kSampled + 1> t{};
+    for (size_t c = 1; c <= kSampled; ++c)
+      t[c] = static_cast<float>(static_cast<double>(c) * std::log2(static_cast<double>(c)));
+    return t;
+  }();
+  uint16_t h[4][256] = {};
+  for (size_t s = 0; s < kSamples; ++s) {
+    const uint8_t* q = p + s * (kChunk / kSamples);
+    for (size_t k = 0; k < kSampleLen; k += 4) {
+      ++h[0][q[k]];
+      ++h[1][q[k + 1]];
+      ++h[2][q[k + 2]];
+      ++h[3][q[k + 3]];
+    }
+  }
+  float sum = 0;
+  for (int b = 0; b < 256; ++b) sum += clog[h[0][b] + h[1][b] + h[2][b] + h[3][b]];
+  // entropy = log2(N) - sum / N > 7.8  <=>  sum < N * (log2(N) - 7.8); N = 2048.
+  return sum < static_cast<float>(kSampled) * (11.0f - 7.8f);
+}
+
+struct GzJob {
+  RawBuffer data;  // dict (dict_len bytes) followed by the block (len bytes)
+  size_t dict_len = 0;
+  size_t len = 0;
+  bool last = false;
+  RawBuffer out;
+  size_t out_len = 0;
+  uint32_t crc = 0;
+  bool done = false;
+  std::string error;
+};
+
+// A worker's deflate state, reused for every block it compresses.
+struct Deflater {
+  explicit Deflater(int level) : level(level), level_buf(level_buf_size(level)) {}
+  int level;
+  std::vector<uint8_t> level_buf;
+  isal_zstream zs;
+};
+
+// Room for n more output bytes after the out_len already there.
+void out_room(GzJob& j, size_t n) {
+  if (j.out.size() - j.out_len < n)
+    j.out.grow(std::max(j.out.size() * 2, j.out_len + n), j.out_len);
+}
+
+// Stored blocks for p[0..n) (n > 0); the output is byte-aligned before and after.
+void put_stored(GzJob& j, const uint8_t* p, size_t n, bool final) {
+  out_room(j, n + (n / kStoredMax + 1) * 5);
+  while (n > 0) {
+    size_t k = std::min(n, kStoredMax);
+    uint8_t* o = j.out.data() + j.out_len;
+    o[0] = final && k == n ? 1 : 0;  // BFINAL, BTYPE 00, padding to the byte
+    o[1] = static_cast<uint8_t>(k);
+    o[2] = static_cast<uint8_t>(k >> 8);
+    o[3] = static_cast<uint8_t>(~k);
+    o[4] = static_cast<uint8_t>(~k >> 8);
+    std::memcpy(o + 5, p, k);
+    j.out_len += 5 + k;
+    p += k;
+    n -= k;
+  }
+}
+
+// Deflates p[0..n) with the `dict_len` bytes before p as dictionary; ends with a sync
+// flush (byte-aligned), or the end of the stream when `final`.
+void put_deflated(Deflater& d, GzJob& j, const uint8_t* p, size_t n, size_t dict_len,
+                  bool final) {
+  isal_zstream& zs = d.zs;
+  isal_deflate_init(&zs);
+  zs.level = static_cast<uint32_t>(d.level);
+  zs.level_buf = d.level_buf.data();
+  zs.level_buf_size = static_cast<uint32_t>(d.level_buf.size());
+  zs.gzip_flag = IGZIP_DEFLATE;
+  zs.end_of_stream = final ? 1 : 0;
+  zs.flush = final ? NO_FLUSH : SYNC_FLUSH;
+  if (dict_len && isal_deflate_set_dict(&zs, const_cast<uint8_t*>(p - dict_len),
+                                        static_cast<uint32_t>(dict_len)))
+    throw ArchiveError("gzip: cannot set deflate dictionary");
+  out_room(j, n + n / 16 + 1024);
+  zs.next_in = const_cast<uint8_t*>(p);
+  zs.avail_in = static_cast<uint32_t>(n);
+  for (;;) {
+    zs.next_out = j.out.data() + j.out_len;
+    zs.avail_out = static_cast<uint32_t>(j.out.size() - j.out_len);
+    int r = isal_deflate(&zs);
+    if (r != COMP_OK) throw ArchiveError("gzip: deflate failed (" + std::to_string(r) + ")");
+    j.out_len = j.out.size() - zs.avail_out;
+    bool complete =
+        zs.avail_in == 0 && (final ? zs.internal_state.state == ZSTATE_END : zs.avail_out > 0);
+    if (complete) break;
+    out_room(j, j.out.size());  // double
+  }
+}
+
+// One block: CRC-32, then runs of stored and deflated chunks.
+void compress_block(Deflater& d, GzJob& j) {
+  const uint8_t* block = j.data.data() + j.dict_len;
+  j.crc = crc32_gzip_refl(0, block, j.len);
+  j.out_len = 0;
+  if (j.len == 0) {  // only the last block can be empty: the end-of-stream marker
+    put_deflated(d, j, block, 0, 0, j.last);
+    return;
+  }
+  // Level 0 asks for speed over size anyway: every chunk is deflated.
+  const bool detect = d.level > 0;
+  auto stored_at = [&](size_t pos) {
+    return detect && j.len - pos >= kChunk && looks_incompressible(block + pos);
+  };
+  size_t pos = 0;
+  bool stored = stored_at(0);
+  while (pos < j.len) {
+    size_t end = std::min(j.len, pos + kChunk);
+    bool next = false;
+    while (end < j.len && (next = stored_at(end)) == stored) end = std::min(j.len, end + kChunk);
+    const bool final = j.last && end == j.len;
+    if (stored)
+      put_stored(j, block + pos, end - pos, final);
+    else
+      put_deflated(d, j, block + pos, end - pos, std::min(kDict, j.dict_len + pos), final);
+    pos = end;
+    stored = next;
+  }
+}
+
 class ParallelGzipSink final : public ByteSink {
  public:
   ParallelGzipSink(ByteSink& out, int level, int threads)
@@ -89,20 +222,29 @@ class ParallelGzipSink final : public ByteSink {
 
   void write(const uint8_t* p, size_t n) override {
     while (n > 0) {
-      size_t room = cur_->dict_len + kBlock - cur_->data.size();
-      size_t k = std::min(room, n);
-      cur_->data.insert(cur_->data.end(), p, p + k);
+      size_t k = std::min(kBlock - cur_->len, n);
+      std::memcpy(cur_->data.data() + cur_->dict_len + cur_->len, p, k);
       p += k;
       n -= k;
-      if (cur_->data.size() == cur_->dict_len + kBlock) submit(false);
+      commit(k);
     }
+  }
+
+  uint8_t* lend(size_t* room) override {
+    *room = kBlock - cur_->len;  // never 0: a full block is submitted at once
+    return cur_->data.data() + cur_->dict_len + cur_->len;
+  }
+
+  void commit(size_t k) override {
+    cur_->len += k;
+    if (cur_->len == kBlock) submit(false);
   }
 
   void close() override {
     if (closed_) return;
     closed_ = true;
     submit(true);
-    while (!order_.empty()) emit_front(true);
+    while (!order_.empty()) emit_front();
     uint8_t trailer[8];
     for (int i = 0; i < 4; ++i) trailer[i] = static_cast<uint8_t>(crc_ >> (8 * i));
     for (int i = 0; i < 4; ++i) trailer[4 + i] = static_cast<uint8_t>(total_ >> (8 * i));
@@ -117,30 +259,30 @@ class ParallelGzipSink final : public ByteSink {
     if (!free_.empty()) {
       j = std::move(free_.back());
       free_.pop_back();
-      j->data.clear();
-      j->out.clear();
-      j->done = false;
-      j->last = false;
-      j->error.clear();
     } else {
       j = std::make_shared<GzJob>();
       j->data.reserve(kDict + kBlock);
+      j->out.reserve(kBlock + kBlock / 16 + 4096);
     }
+    j->dict_len = 0;
+    j->len = 0;
+    j->out_len = 0;
+    j->done = false;
+    j->last = false;
+    j->error.clear();
     return j;
   }
 
   void submit(bool last) {
     std::shared_ptr<GzJob> job = cur_;
     job->last = last;
-    job->len = job->data.size() - job->dict_len;
-    std::shared_ptr<GzJob> next = new_job();
-    size_t d = std::min(kDict, job->len);
     if (!last) {
-      next->data.insert(next->data.end(), job->data.end() - static_cast<std::ptrdiff_t>(d),
-                        job->data.end());
+      std::shared_ptr<GzJob> next = new_job();
+      size_t d = std::min(kDict, job->len);
+      std::memcpy(next->data.data(), job->data.data() + job->dict_len + job->len - d, d);
       next->dict_len = d;
+      cur_ = next;
     }
-    cur_ = next;
     {
       std::lock_guard<std::mutex> g(mu_);
       queue_.push_back(job);
@@ -148,7 +290,7 @@ class ParallelGzipSink final : public ByteSink {
     }
     cv_work_.notify_one();
     // Write out finished blocks; bound the memory in flight.
-    while (!order_.empty() && (order_.size() > max_inflight_ || front_done())) emit_front(true);
+    while (!order_.empty() && (order_.size() > max_inflight_ || front_done())) emit_front();
   }
 
   bool front_done() {
@@ -156,26 +298,22 @@ class ParallelGzipSink final : public ByteSink {
     return order_.front()->done;
   }
 
-  void emit_front(bool wait) {
+  void emit_front() {
     std::shared_ptr<GzJob> j = order_.front();
     {
       std::unique_lock<std::mutex> g(mu_);
-      if (!j->done) {
-        if (!wait) return;
-        cv_done_.wait(g, [&] { return j->done; });
-      }
+      cv_done_.wait(g, [&] { return j->done; });
       order_.pop_front();
     }
     if (!j->error.empty()) throw ArchiveError(j->error);
     crc_ = static_cast<uint32_t>(crc32_combine(crc_, j->crc, static_cast<z_off_t>(j->len)));
     total_ += j->len;
-    out_.write(j->out.data(), j->out.size());
+    out_.write(j->out.data(), j->out_len);
     if (free_.size() < max_inflight_ + 2) free_.push_back(std::move(j));
   }
 
   void work() {
-    std::vector<uint8_t> level_buf(level_buf_size(level_));
-    isal_zstream zs;
+    Deflater d(level_);
     for (;;) {
       std::shared_ptr<GzJob> j;
       {
@@ -186,7 +324,7 @@ class ParallelGzipSink final : public ByteSink {
         queue_.pop_front();
       }
       try {
-        compress_block(zs, level_buf, *j);
+        compress_block(d, *j);
       } catch (const std::exception& e) {
         j->error = e.what();
       }
@@ -196,37 +334,6 @@ class ParallelGzipSink final : public ByteSink {
       }
       cv_done_.notify_all();
     }
-  }
-
-  void compress_block(isal_zstream& zs, std::vector<uint8_t>& level_buf, GzJob& j) {
-    uint8_t* block = j.data.data() + j.dict_len;
-    j.crc = crc32_gzip_refl(0, block, j.len);
-    isal_deflate_init(&zs);
-    zs.level = static_cast<uint32_t>(level_);
-    zs.level_buf = level_buf.data();
-    zs.level_buf_size = static_cast<uint32_t>(level_buf.size());
-    zs.gzip_flag = IGZIP_DEFLATE;
-    zs.end_of_stream = j.last ? 1 : 0;
-    zs.flush = j.last ? NO_FLUSH : SYNC_FLUSH;
-    if (j.dict_len && isal_deflate_set_dict(&zs, j.data.data(), static_cast<uint32_t>(j.dict_len)))
-      throw ArchiveError("gzip: cannot set deflate dictionary");
-    j.out.resize(j.len + j.len / 8 + 1024);
-    zs.next_in = block;
-    zs.avail_in = static_cast<uint32_t>(j.len);
-    zs.next_out = j.out.data();
-    zs.avail_out = static_cast<uint32_t>(j.out.size());
-    for (;;) {
-      int r = isal_deflate(&zs);
-      if (r != COMP_OK) throw ArchiveError("gzip: deflate failed (" + std::to_string(r) + ")");
-      bool complete = zs.avail_in == 0 && (j.last ? zs.internal_state.state == ZSTATE_END
-                                                  : zs.avail_out > 0);
-      if (complete) break;
-      size_t used = j.out.size() - zs.avail_out;
-      j.out.resize(j.out.size() * 2);
-      zs.next_out = j.out.data() + used;
-      zs.avail_out = static_cast<uint32_t>(j.out.size() - used);
-    }
-    j.out.resize(j.out.size() - zs.avail_out);
   }
 
   void stop() {

@@ -15,6 +15,7 @@
 #include <thread>
 #include <cstring>
 #include <unordered_set>
+#include <utility>
 
 #include "compress/decompress.h"
 #include "digest/crc64.h"
@@ -116,46 +117,23 @@ class EntryHandler {
   virtual void finish() = 0;
 };
 
-// A byte buffer that grows without zero-filling (file data is read straight into it).
-class RawBuffer {
- public:
-  explicit RawBuffer(size_t cap = 0) { grow(cap, 0); }
-  uint8_t* data() { return p_.get(); }
-  size_t size() const { return cap_; }
-  // Capacity at least cap; contents are not kept.
-  void reserve(size_t cap) { grow(cap, 0); }
-  // Capacity at least cap, keeping the first `used` bytes.
-  void grow(size_t cap, size_t used) {
-    if (cap <= cap_) return;
-    std::unique_ptr<uint8_t[]> q(new uint8_t[cap]);
-    if (used) std::memcpy(q.get(), p_.get(), used);
-    p_ = std::move(q);
-    cap_ = cap;
-  }
-
- private:
-  std::unique_ptr<uint8_t[]> p_;
-  size_t cap_ = 0;
-};
-
-// Streams `fd` (closed here) into buf from `used`, checking the CRC-64 against `want`. When
-// buf is full, flush() makes room (serial mode) or returns false and buf grows (batches).
-
-template <class Flush>
-void copy_checked(int fd, const std::string& name, const std::string& want, RawBuffer& buf,
-                  size_t& used, Flush&& flush) {
+// Streams `fd` (closed here) into the space room() gives ({pointer, size > 0}), handing
+// each read's byte count to fill(k), and checks the CRC-64 against `want`.
+template <class Room, class Fill>
+void copy_checked(int fd, const std::string& name, const std::string& want, Room&& room,
+                  Fill&& fill) {
   uint64_t crc = 0;
   try {
     for (;;) {
-      if (used == buf.size() && !flush()) buf.grow(std::max<size_t>(buf.size() * 2, 65536), used);
-      ssize_t r = ::read(fd, buf.data() + used, buf.size() - used);
+      std::pair<uint8_t*, size_t> space = room();
+      ssize_t r = ::read(fd, space.first, space.second);
       if (r < 0) {
         if (errno == EINTR) continue;
         throw FileError(errno, name);  // read error: name as in the entry
       }
       if (r == 0) break;
-      crc = crc64_iso_update(crc, buf.data() + used, static_cast<size_t>(r));
-      used += static_cast<size_t>(r);
+      crc = crc64_iso_update(crc, space.first, static_cast<size_t>(r));
+      fill(static_cast<size_t>(r));
     }
   } catch (...) {
     ::close(fd);
@@ -167,43 +145,72 @@ void copy_checked(int fd, const std::string& name, const std::string& want, RawB
   if (want.size() != 8 || std::memcmp(want.data(), be, 8) != 0) throw ChecksumError(name);
 }
 
-// One thread: segments and file data go through a 1 MiB buffer to `out`.
+// One thread: segments and file data go into the sink's own buffer when it lends one (the
+// gzip sink: files are read straight into its blocks), else through a 1 MiB buffer.
 class SerialHandler final : public EntryHandler {
  public:
-  SerialHandler(FileGetter& files, ByteSink& out) : files_(files), out_(out), obuf_(kOutBuf) {}
+  SerialHandler(FileGetter& files, ByteSink& out) : files_(files), out_(out) {
+    size_t room = 0;
+    direct_ = out_.lend(&room) != nullptr;
+    if (!direct_) obuf_.reserve(kOutBuf);
+    refill();
+  }
 
   uint8_t* segment_space(size_t n) override {
-    if (n > obuf_.size() - used_) flush();
-    if (n <= obuf_.size()) return obuf_.data() + used_;
+    if (n > cap_ - used_) flush();
+    if (n <= cap_ - used_) return base_ + used_;
     big_.resize(n);
+    in_big_ = true;
     return big_.data();
   }
   void segment_done(size_t k) override {
-    if (!big_.empty()) {
+    if (in_big_) {
       out_.write(big_.data(), k);
-      big_.clear();
+      in_big_ = false;
+      refill();  // write() moved the lent space on
     } else {
       used_ += k;
     }
   }
   void file(const std::string& name, int64_t, const std::string& want) override {
-    copy_checked(files_.open(name), name, want, obuf_, used_, [this] {
-      flush();
-      return true;
-    });
+    copy_checked(
+        files_.open(name), name, want,
+        [this] {
+          if (used_ == cap_) flush();
+          return std::make_pair(base_ + used_, cap_ - used_);
+        },
+        [this](size_t k) { used_ += k; });
   }
   void finish() override { flush(); }
 
  private:
   void flush() {
-    if (used_) out_.write(obuf_.data(), used_);
+    if (used_) {
+      if (direct_)
+        out_.commit(used_);
+      else
+        out_.write(obuf_.data(), used_);
+    }
     used_ = 0;
+    refill();
+  }
+  void refill() {
+    if (direct_) {
+      base_ = out_.lend(&cap_);
+    } else {
+      base_ = obuf_.data();
+      cap_ = obuf_.size();
+    }
   }
   FileGetter& files_;
   ByteSink& out_;
+  bool direct_ = false;
   RawBuffer obuf_;
-  std::vector<uint8_t> big_;
+  uint8_t* base_ = nullptr;  // the space being filled: cap_ bytes, used_ of them so far
+  size_t cap_ = 0;
   size_t used_ = 0;
+  std::vector<uint8_t> big_;
+  bool in_big_ = false;
 };
 
 // Several threads: entries are cut into batches of about 1 MiB of output; workers fill a
@@ -237,11 +244,16 @@ class ParallelHandler final : public EntryHandler {
       if (stream_buf_.size() == 0) stream_buf_.reserve(kOutBuf);
       RawBuffer& buf = stream_buf_;
       size_t used = 0;
-      copy_checked(files_.open(name), name, want, buf, used, [&] {
-        out_.write(buf.data(), used);
-        used = 0;
-        return true;
-      });
+      copy_checked(
+          files_.open(name), name, want,
+          [&] {
+            if (used == buf.size()) {
+              out_.write(buf.data(), used);
+              used = 0;
+            }
+            return std::make_pair(buf.data() + used, buf.size() - used);
+          },
+          [&](size_t k) { used += k; });
       if (used) out_.write(buf.data(), used);
       return;
     }
@@ -322,7 +334,13 @@ class ParallelHandler final : public EntryHandler {
         std::memcpy(b.out.data() + b.used, b.segdata.data() + op.off, op.len);
         b.used += op.len;
       } else {
-        copy_checked(files_.open(op.name), op.name, op.want, b.out, b.used, [] { return false; });
+        copy_checked(
+            files_.open(op.name), op.name, op.want,
+            [&b] {
+              if (b.used == b.out.size()) b.out.grow(b.out.size() * 2, b.used);
+              return std::make_pair(b.out.data() + b.used, b.out.size() - b.used);
+            },
+            [&b](size_t k) { b.used += k; });
       }
     }
   }

@@ -49,7 +49,8 @@ class RootsFileGetter : public FileGetter {
 // Reads both tar-split flavours and any gzip (multi-member). Does not close out.
 // threads: file readers working ahead in parallel (1 = all on the calling thread, the
 // default; 0 = one per CPU; only used when files.thread_safe()). out is only written from
-// the calling thread.
+// the calling thread; serially, files are read straight into out's lent buffer when it has
+// one (ByteSink::lend: the gzip sink's blocks).
 void assemble(ByteSource& tarsplit_gz, FileGetter& files, ByteSink& out, int threads = 1);
 
 }  // namespace layerstore
