@@ -756,6 +756,19 @@ def _odd_tarballs() -> dict[str, bytes]:
 ODD = _odd_tarballs()
 
 
+def _without_implicit_times(
+    entries: dict[bytes, tuple[Any, ...]], data: bytes
+) -> dict[bytes, tuple[Any, ...]]:
+    """``entries`` with no mtime for the directories the tarball does not list (made as
+    parents of what it does list): both sides give them the second they were made in."""
+    with tarfile.open(fileobj=io.BytesIO(data)) as t:
+        listed = {os.path.normpath(m.name).encode() for m in t}
+    return {
+        rel: (*entry[:4], None, *entry[5:]) if rel not in listed else entry
+        for rel, entry in entries.items()
+    }
+
+
 @pytest.mark.parametrize("name", list(ODD))
 def test_odd_tarballs_are_taken_or_refused_like_go(
     root: Path, go: Go, ours: LayerStore, driver: str, name: str
@@ -776,9 +789,9 @@ def test_odd_tarballs_are_taken_or_refused_like_go(
     records = go.records()
     for key in DATA_KEYS:
         assert records[mine].get(key) == records[theirs].get(key), key
-    assert tree(layer_tree_root(go.graph, driver, mine)) == tree(
-        layer_tree_root(go.graph, driver, theirs)
-    )
+    assert _without_implicit_times(
+        tree(layer_tree_root(go.graph, driver, mine)), data
+    ) == _without_implicit_times(tree(layer_tree_root(go.graph, driver, theirs)), data)
     assert read_diff(ours, theirs) == data == read_diff(ours, mine)
     go_diff = go.verb("diff", "-u", mine)
     if name == "through-an-absolute-symlink":
