@@ -7,15 +7,17 @@ start without loading the whole store.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import sys
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (slow to import)
 if TYPE_CHECKING:
+    from typing import Any
+
     from layerstore import errors
     from layerstore.archive import Change, ChangeKind, Compression
     from layerstore.drivers.base import MountOptions
     from layerstore.idtools import IDMap
-    from layerstore.layer import Layer
+    from layerstore.snapshot import Layer
     from layerstore.store import LayerStore
 
 __all__ = [
@@ -35,19 +37,25 @@ _WHERE = {
     "ChangeKind": "layerstore.archive",
     "Compression": "layerstore.archive",
     "IDMap": "layerstore.idtools",
-    "Layer": "layerstore.layer",
+    "Layer": "layerstore.snapshot",
     "LayerStore": "layerstore.store",
     "MountOptions": "layerstore.drivers.base",
 }
 
 
+def _module(name: str) -> Any:
+    # __import__ + sys.modules: importlib.import_module without importing importlib.
+    __import__(name)
+    return sys.modules[name]
+
+
 def __getattr__(name: str) -> Any:
     if name == "errors":
-        return importlib.import_module("layerstore.errors")
+        return _module("layerstore.errors")
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'layerstore' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(_module(module), name)
     globals()[name] = value
     return value
 

@@ -1,7 +1,5 @@
 """``python -m layerstore``: the same as the ``layerstore`` command."""
 
-import sys
+from layerstore.cli import run
 
-from layerstore.cli import main
-
-sys.exit(main())
+run()

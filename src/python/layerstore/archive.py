@@ -6,8 +6,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import IntEnum
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from dataclasses import dataclass
+else:  # the same records without importing dataclasses (slow to import)
+    from layerstore._dataclass import dataclass
 
 __all__ = ["Change", "ChangeKind", "Compression"]
 

@@ -14,11 +14,13 @@ later edits by others (SPEC.md §3.4).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-from types import TracebackType
-from typing import Final
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import Final
 
 __all__ = ["AtomicWriter", "atomic_write"]
 
@@ -75,8 +77,10 @@ def _finish(fd: int, temp: str, path: str, mode: int, sync: bool) -> int:
 
 
 def _remove_quietly(temp: str) -> None:
-    with contextlib.suppress(OSError):
+    try:  # noqa: SIM105 - contextlib is not imported for this
         os.unlink(temp)
+    except OSError:
+        pass
 
 
 def atomic_write(path: str, data: Bytes, *, mode: int = 0o600, sync: bool = True) -> int:

@@ -17,17 +17,23 @@ library's basics at load time; the store and JSON are imported when a verb runs.
 
 from __future__ import annotations
 
-import contextlib
+import gc
 import os
 import sys
-from collections.abc import Callable, Generator, Iterator, Sequence
-from typing import IO, TYPE_CHECKING, Any, Final, NamedTuple
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (slow to import)
 if TYPE_CHECKING:
-    from layerstore.layer import Layer
-    from layerstore.store import LayerStore
+    from collections.abc import Callable, Generator, Iterator, Sequence
+    from contextlib import AbstractContextManager
+    from dataclasses import dataclass
+    from typing import IO, Any, Final
 
-__all__ = ["COMMANDS", "Command", "Flag", "main"]
+    from layerstore.snapshot import Layer
+    from layerstore.store import LayerStore
+else:  # the same records without importing dataclasses (slow to import)
+    from layerstore._dataclass import dataclass
+
+__all__ = ["COMMANDS", "Command", "Flag", "main", "run"]
 
 PROG: Final = "layerstore"
 _USAGE_ERROR: Final = 125  # mflag's exit code for a bad flag or --help after a verb
@@ -37,7 +43,8 @@ _USAGE_ERROR: Final = 125  # mflag's exit code for a bad flag or --help after a 
 # flags and commands
 
 
-class Flag(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Flag:
     """One option. ``names[0]`` is the long name (``--json``); the others are short
     (``-j``). ``kind`` is ``bool``, ``str`` (last one wins) or ``list`` (repeatable)."""
 
@@ -54,7 +61,8 @@ class Flag(NamedTuple):
         return ", ".join(("--" if len(n) > 1 else "-") + n for n in self.names)
 
 
-class Command(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Command:
     """A verb: its usage line, argument count limits (``max_args`` 0 = unlimited),
     its own flags, and the function that runs it."""
 
@@ -758,8 +766,14 @@ def _progress_wanted(ctx: Context) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def _diff_input(ctx: Context, label: str) -> Iterator[IO[bytes]]:
+def _diff_input(ctx: Context, label: str) -> AbstractContextManager[IO[bytes]]:
+    """:func:`_diff_input_opened` as a context manager (contextlib imported only here)."""
+    import contextlib
+
+    return contextlib.contextmanager(_diff_input_opened)(ctx, label)
+
+
+def _diff_input_opened(ctx: Context, label: str) -> Iterator[IO[bytes]]:
     """The tarball to apply: ``-f FILE`` (opened before anything else, as Go does) or
     standard input, streamed. With a progress line, it is read through a
     :class:`~layerstore.progress.CountingReader` (1 MiB chunks); the total is the
@@ -1536,11 +1550,52 @@ def _setup_error_logging() -> None:
     _setup_logging(False)
 
 
+def run() -> None:
+    """The ``layerstore`` program (``python -m layerstore``): :func:`main` on
+    ``sys.argv``, then the process exits at once with its status.
+
+    The quick exit (``os._exit``) skips the interpreter's teardown, which frees every
+    object one by one: 5 ms after listing 10,000 layers, an eighth of the call. By then
+    main() has closed the store and every file it opened; the streams and logging are
+    flushed here. When a flush fails, or a thread other than this one is still running
+    (it may have work to finish), the normal exit runs instead."""
+    code = main()
+    try:
+        if "logging" in sys.modules:
+            import logging
+
+            logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):  # a closed pipe or stream: the normal exit reports it
+        sys.exit(code)
+    threading = sys.modules.get("threading")
+    if threading is not None:
+        main_thread = threading.main_thread()
+        if any(t is not main_thread and not t.daemon for t in threading.enumerate()):
+            sys.exit(code)
+    os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit code.
 
     As a console script the return value becomes the process's exit status.
+
+    The cyclic garbage collector is off while the verb runs (and back on after): a
+    short CLI call leaves little cyclic garbage, and on a big store the collections
+    set off by its allocations would walk every loaded record again and again.
     """
+    if not gc.isenabled():
+        return _main(argv)
+    gc.disable()
+    try:
+        return _main(argv)
+    finally:
+        gc.enable()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         verb, opts, rest = _parse(args)
@@ -1615,4 +1670,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

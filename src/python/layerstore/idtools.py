@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-
 from layerstore.errors import InvalidIDMapping
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from dataclasses import dataclass
+else:  # the same records without importing dataclasses (slow to import)
+    from layerstore._dataclass import dataclass
 
 
 @dataclass(frozen=True, slots=True)

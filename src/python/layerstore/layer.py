@@ -18,18 +18,23 @@ re-encoded field by field.
 
 from __future__ import annotations
 
-import json
-import re
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields
-from datetime import UTC, datetime, timedelta
-from types import MappingProxyType
-from typing import Any, Final
 
-from layerstore.archive import Compression
 from layerstore.errors import CorruptStore
 from layerstore.idtools import IDMap
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    import re
+    from collections.abc import Callable, Iterable, Mapping
+    from datetime import datetime
+    from typing import Any, Final
+
+    from layerstore.snapshot import Layer
+
+# Import cost: a CLI call that only lists layers needs none of json, re, datetime, enum
+# or the Layer class; each is imported where it is first needed (json's C scanner is
+# used directly for loading, see _json_loads).
 
 __all__ = [
     "GO_KEY_ORDER",
@@ -98,12 +103,14 @@ INCOMPLETE_FLAG: Final = "incomplete"
 # a short CLI call more than a millisecond, and most calls need none of them.
 
 
-def _lazy_re(pattern: str, flags: int = 0) -> Callable[[], re.Pattern[str]]:
+def _lazy_re(pattern: str) -> Callable[[], re.Pattern[str]]:
     compiled: list[re.Pattern[str]] = []
 
     def get() -> re.Pattern[str]:
         if not compiled:
-            compiled.append(re.compile(pattern, flags))
+            import re
+
+            compiled.append(re.compile(pattern))
         return compiled[0]
 
     return get
@@ -115,16 +122,14 @@ _created_re: Final = _lazy_re(
 _canonical_created_re: Final = _lazy_re(
     r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{0,8}[1-9])?(?:Z|[+-]\d\d:\d\d)\Z"
 )
-_EPOCH_ORDINAL: Final = datetime(1970, 1, 1).toordinal()
+_EPOCH_ORDINAL: Final = 719163  # datetime(1970, 1, 1).toordinal()
 ZERO_CREATED: Final = "0001-01-01T00:00:00Z"
-
-
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_SECOND: Final = timedelta(seconds=1)
 
 
 def parse_created(text: str) -> tuple[int, datetime]:
     """``(unix nanoseconds, aware datetime in UTC)`` of an RFC 3339 time; ValueError."""
+    from datetime import UTC, datetime, timedelta
+
     # Fast path: what Go writes, ``YYYY-MM-DDTHH:MM:SS[.frac]Z``.
     if len(text) >= 20 and text[-1] == "Z" and text[10] == "T" and text[19] in ".Z":
         frac = text[20:-1]
@@ -135,7 +140,8 @@ def parse_created(text: str) -> tuple[int, datetime]:
                 dt = None
             if dt is not None:
                 ns = int((frac + "000000000")[:9]) if frac else 0
-                secs = (dt - _EPOCH) // _ONE_SECOND
+                days = dt.toordinal() - _EPOCH_ORDINAL
+                secs = days * 86400 + dt.hour * 3600 + dt.minute * 60 + dt.second
                 return secs * 1_000_000_000 + ns, dt
     m = _created_re().match(text)
     if m is None:
@@ -157,7 +163,7 @@ def parse_created(text: str) -> tuple[int, datetime]:
     secs = days * 86400 + h * 3600 + mi * 60 + s - offset_s
     total_ns = secs * 1_000_000_000 + ns
     try:
-        dt = _EPOCH + timedelta(microseconds=total_ns // 1000)
+        dt = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=total_ns // 1000)
     except OverflowError:
         dt = datetime.min.replace(tzinfo=UTC) if total_ns < 0 else datetime.max.replace(tzinfo=UTC)
     return total_ns, dt
@@ -165,6 +171,8 @@ def parse_created(text: str) -> tuple[int, datetime]:
 
 def format_created(unix_ns: int, offset_s: int = 0) -> str:
     """Go's ``time.Time.Format(RFC3339Nano)``: trailing zeros of the fraction dropped."""
+    from datetime import datetime, timedelta
+
     secs, ns = divmod(unix_ns, 1_000_000_000)
     local = datetime(1970, 1, 1) + timedelta(seconds=secs + offset_s)
     text = local.strftime("%Y-%m-%dT%H:%M:%S")
@@ -179,9 +187,27 @@ def format_created(unix_ns: int, offset_s: int = 0) -> str:
     return f"{text}{sign}{o // 60:02d}:{o % 60:02d}"
 
 
+def _plainly_canonical_created(text: str) -> bool:
+    """A quick yes for the common ``YYYY-MM-DDTHH:MM:SS[.frac]Z`` (ASCII digits, no
+    trailing zero in the fraction) that :func:`_canonical_created_re` matches; False
+    means "ask the regular expression" (which is not imported for the quick cases)."""
+    if len(text) < 20 or text[-1] != "Z" or not text.isascii():
+        return False
+    head = text[:19]
+    if head[4] + head[7] + head[10] + head[13] + head[16] != "--T::":
+        return False
+    digits = head[:4] + head[5:7] + head[8:10] + head[11:13] + head[14:16] + head[17:19]
+    if not digits.isdigit():
+        return False
+    frac = text[19:-1]
+    if not frac:
+        return True
+    return 2 <= len(frac) <= 10 and frac[0] == "." and frac[1:].isdigit() and frac[-1] != "0"
+
+
 def _canonical_created(text: str) -> str:
     """The text Go writes back for a ``created`` value it read; ValueError if invalid."""
-    if _canonical_created_re().match(text):
+    if _plainly_canonical_created(text) or _canonical_created_re().match(text):
         return text
     unix_ns, _ = parse_created(text)
     m = _created_re().match(text)
@@ -232,7 +258,28 @@ def go_escape(text: str) -> str:
 
 def go_dumps(value: Any) -> str:
     """Compact Go-style JSON text of a plain JSON value (dict key order kept)."""
-    return go_escape(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+    return go_escape(_json_dumps(value))
+
+
+def _not_serializable(o: object) -> Any:
+    raise TypeError(f"Object of type {o.__class__.__name__} is not JSON serializable")
+
+
+def _json_dumps(value: Any) -> str:
+    """``json.dumps(value, ensure_ascii=False, separators=(",", ":"))`` without importing
+    json (and with it re, enum, ...): the C encoder json.dumps itself uses, called
+    directly. On any failure json.dumps runs instead, so errors are its own."""
+    try:
+        import _json
+
+        encode = _json.make_encoder(
+            {}, _not_serializable, _json.encode_basestring, None, ":", ",", False, False, True
+        )
+        return "".join(encode(value, 0))
+    except Exception:
+        import json
+
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def to_utf8(text: str) -> bytes:
@@ -265,16 +312,26 @@ def _go_generic(value: Any, where: str) -> Any:
         return value if abs(value) < (1 << 53) else _go_float(float(value))
     if isinstance(value, float):
         return _go_float(value)
-    if isinstance(value, Mapping):
+    if isinstance(value, list | tuple):
+        return [_go_generic(v, where) for v in value]
+    if is_mapping(value):
         out = {}
         for k in sorted(value):
             if not isinstance(k, str):
                 raise TypeError(f"{where}: object key {k!r} is not a string")
             out[k] = _go_generic(value[k], where)
         return out
-    if isinstance(value, list | tuple):
-        return [_go_generic(v, where) for v in value]
     raise TypeError(f"{where}: {type(value).__name__} is not a JSON value")
+
+
+def is_mapping(value: object) -> bool:
+    """``isinstance(value, collections.abc.Mapping)``; collections.abc (which imports
+    the whole collections package) only for a value that is not a dict."""
+    if isinstance(value, dict):
+        return True
+    from collections.abc import Mapping
+
+    return isinstance(value, Mapping)
 
 
 def _type_ok(value: object, want: type) -> bool:
@@ -334,92 +391,6 @@ def encode_record(obj: Mapping[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# the snapshot
-
-
-def _freeze(value: Any) -> Any:
-    if isinstance(value, dict):
-        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
-    if isinstance(value, list):
-        return tuple(_freeze(v) for v in value)
-    return value
-
-
-def _thaw(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {k: _thaw(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return [_thaw(v) for v in value]
-    return value
-
-
-_EMPTY_FLAGS: Final[Mapping[str, Any]] = MappingProxyType({})
-
-
-@dataclass(frozen=True, slots=True)
-class Layer:
-    """An immutable snapshot of one layer, as the store saw it when it was handed out.
-
-    Absent optional values are ``None`` (ids, digests, the mount point) or empty (text,
-    tuples); sizes are 0 when not recorded, and ``uncompressed_size`` may be -1.
-    ``created`` is UTC (microseconds); ``created_ns`` keeps Go's nanoseconds since the
-    epoch. ``flags`` is a read-only mapping (nested objects read-only as well).
-    """
-
-    id: str
-    names: tuple[str, ...] = ()
-    parent: str | None = None
-    metadata: str = ""
-    mount_label: str = ""
-    created: datetime = datetime(1, 1, 1, tzinfo=UTC)
-    created_ns: int = -62135596800 * 1_000_000_000
-    compressed_digest: str | None = None
-    compressed_size: int = 0
-    uncompressed_digest: str | None = None
-    toc_digest: str | None = None
-    uncompressed_size: int = 0
-    compression: Compression = Compression.NONE
-    uid_set: tuple[int, ...] = ()
-    gid_set: tuple[int, ...] = ()
-    flags: Mapping[str, Any] = field(default_factory=lambda: _EMPTY_FLAGS)
-    uid_map: tuple[IDMap, ...] = ()
-    gid_map: tuple[IDMap, ...] = ()
-    big_data_names: tuple[str, ...] = ()
-    mount_point: str | None = None
-    mount_count: int = 0
-    read_only: bool = False
-
-    @property
-    def incomplete(self) -> bool:
-        """Whether the layer carries Go's ``incomplete`` flag (a JSON ``true``)."""
-        return self.flags.get(INCOMPLETE_FLAG) is True
-
-    def to_json(self) -> dict[str, Any]:
-        """The layers.json object Go would write for this layer (key order kept)."""
-        obj: dict[str, Any] = {
-            "id": self.id,
-            "names": list(self.names),
-            "parent": self.parent or "",
-            "metadata": self.metadata,
-            "mountlabel": self.mount_label,
-            "created": format_created(self.created_ns),
-            "compressed-diff-digest": self.compressed_digest or "",
-            "compressed-size": self.compressed_size,
-            "diff-digest": self.uncompressed_digest or "",
-            "toc-digest": self.toc_digest or "",
-            "diff-size": self.uncompressed_size,
-            "compression": int(self.compression),
-            "uidset": list(self.uid_set),
-            "gidset": list(self.gid_set),
-            "flags": _thaw(self.flags),
-            "uidmap": [m.to_json() for m in self.uid_map],
-            "gidmap": [m.to_json() for m in self.gid_map],
-            "big-data-names": list(self.big_data_names),
-        }
-        return normalize_record(obj)
-
-
-# ---------------------------------------------------------------------------------------
 # the store's mutable record
 
 # Memo of record signatures (key tuple, value types): True when the keys are a
@@ -452,21 +423,45 @@ def _check_signature(keys: tuple[str, ...], types: tuple[type, ...]) -> bool:
 _JC = r'[^"\\\x00-\x1f<>&]'
 _JE = r"\\(?:[\"\\nrt]|u00(?:0[0-8bcef]|1[0-9a-f]|3c|3e|26)|u202[89])"
 _JS = r'"(?:' + _JC + "|" + _JE + ")" + _JC + "*+(?:" + _JE + _JC + '*+)*+"'
-_JSL = r"\[" + _JS + "(?:," + _JS + r")*+\]"
 _JI = "-?[1-9][0-9]{0,17}+"
 _JU = "(?:0|[1-9][0-9]{0,8}+)"
 _JUL = r"\[" + _JU + "(?:," + _JU + r")*+\]"
-_JREC = (
-    r'\{"id":' + _JS + '(?:,"names":' + _JSL + ')?(?:,"parent":' + _JS + ")?"
-    '(?:,"metadata":' + _JS + ')?(?:,"mountlabel":' + _JS + ")?"
-    r',"created":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{0,8}[1-9])?(?:Z|[+-]\d\d:\d\d)"'
-    '(?:,"compressed-diff-digest":' + _JS + ')?(?:,"compressed-size":' + _JI + ")?"
-    '(?:,"diff-digest":' + _JS + ')?(?:,"toc-digest":' + _JS + ")?"
-    '(?:,"diff-size":' + _JI + ')?(?:,"compression":' + _JI + ")?"
-    '(?:,"uidset":' + _JUL + ')?(?:,"gidset":' + _JUL + ")?"
-    '(?:,"big-data-names":' + _JSL + r")?\}"
-)
-_canonical_file_re: Final = _lazy_re(r"\[(?:" + _JREC + r"(?:,|\]\Z))++", re.ASCII)
+
+
+_JCREATED = r'"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{0,8}[1-9])?(?:Z|[+-]\d\d:\d\d)"'
+# The keys a plain record may have, in Go's order: id and created always, the others
+# only when not empty (no flags, ID maps or unknown keys: those go the slow way).
+_PLAIN_KEYS: Final = tuple(k for k in GO_KEY_ORDER if k not in ("flags", "uidmap", "gidmap"))
+
+
+def _value_pattern(key: str, js: str) -> str:
+    if key in _STR_LIST_KEYS:
+        return r"\[" + js + "(?:," + js + r")*+\]"
+    if key == "created":
+        return _JCREATED
+    if key in _INT_KEYS:
+        return _JI
+    if key in _UINT_LIST_KEYS:
+        return _JUL
+    return js
+
+
+def _file_pattern(js: str) -> str:
+    """The pattern of a whole file of plain records, strings matched by ``js``."""
+    record = r'\{"id":' + js
+    for key in _PLAIN_KEYS[1:]:
+        part = ',"' + key + '":' + _value_pattern(key, js)
+        record += part if key == "created" else "(?:" + part + ")?"
+    record += r"\}"
+    return r"(?a)\[(?:" + record + r"(?:,|\]\Z))++"
+
+
+_canonical_file_re: Final = _lazy_re(_file_pattern(_JS))
+# For a text without ``\``, ``<``, ``>`` or ``&`` (the decoder has already refused raw
+# control characters in strings), _JS matches exactly what ``"[^"]++"`` does, which the
+# regular expression engine scans several times faster.
+_PLAIN_STRING_CHARS: Final = ("\\", "<", ">", "&")
+_plain_file_re: Final = _lazy_re(_file_pattern(r'"[^"]++"'))
 
 
 class SourceText:
@@ -475,17 +470,38 @@ class SourceText:
     separator Go's compact encoder leaves between records, ``},{"id":``, which cannot
     occur inside a JSON string; when the count does not match, nothing is re-used.
 
-    :meth:`canonical` checks the whole text at once (one regular expression, in C):
-    when it holds, every record's text is what Go would write and no record needs the
-    per-record check. ``records`` are the records made from it, in order, and
-    ``detached`` counts those changed since: while it is 0 and they are saved in the
-    same order, the text itself is written back (:func:`encode_layers`)."""
+    ``data`` is the file's bytes when they are exactly the text in UTF-8 (None when
+    invalid UTF-8 was replaced): written back as they are, nothing is copied or encoded.
 
-    __slots__ = ("_canonical", "_spans", "count", "detached", "records", "text")
+    :meth:`canonical` tells whether every record's text is what Go would write, so no
+    record needs the per-record check: at once when the file is the one the last writer
+    vouched for (:func:`vouch`, ``note``), else by checking the whole text (one regular
+    expression, in C, about 5 ns a character). ``records`` are the records made from it,
+    in order, and ``detached`` counts those changed since: while it is 0 and they are
+    saved in the same order, the text itself is written back (:func:`encode_layers`)."""
 
-    def __init__(self, text: str, count: int) -> None:
+    __slots__ = (
+        "_canonical",
+        "_spans",
+        "count",
+        "data",
+        "detached",
+        "note",
+        "records",
+        "text",
+    )
+
+    def __init__(
+        self,
+        text: str,
+        count: int,
+        data: bytes | None = None,
+        note: bytes = b"",
+    ) -> None:
         self.text = text
         self.count = count
+        self.data = data
+        self.note = note
         self.records: list[LayerRecord] = []
         self.detached = 0
         self._spans: list[tuple[int, int]] | None = None
@@ -494,13 +510,16 @@ class SourceText:
     def canonical(self) -> bool:
         ok = self._canonical
         if ok is None:
+            if self.data is not None and vouched(self.note, self.data):
+                ok = self._canonical = True
+                return ok
             text = self.text
-            ok = self._canonical = (
-                text.endswith("]")
-                and "\u2028" not in text
-                and "\u2029" not in text
-                and _canonical_file_re().fullmatch(text) is not None
-            )
+            if not text.endswith("]") or "\u2028" in text or "\u2029" in text:
+                ok = self._canonical = False
+                return ok
+            plain = not any(c in text for c in _PLAIN_STRING_CHARS)
+            pattern = _plain_file_re() if plain else _canonical_file_re()
+            ok = self._canonical = pattern.fullmatch(text) is not None
         return ok
 
     def record_text(self, index: int) -> str | None:
@@ -678,7 +697,10 @@ class LayerRecord:
             ok
             and (all(obj.values()) or obj["id"] == "")
             and "flags" not in obj
-            and _canonical_created_re().match(obj["created"]) is not None
+            and (
+                _plainly_canonical_created(obj["created"])
+                or _canonical_created_re().match(obj["created"]) is not None
+            )
         )
 
     # -- snapshot -----------------------------------------------------------------------
@@ -688,6 +710,8 @@ class LayerRecord:
         snap = self._snapshot
         if snap is not None and snap.read_only == read_only:
             return snap
+        from layerstore.snapshot import COMPRESSIONS, EMPTY_FLAGS, freeze, new_layer
+
         obj = self.obj
         get = obj.get
         created_ns, created = self.created(source)
@@ -701,7 +725,7 @@ class LayerRecord:
             flags = get("flags")
             uid_map = get("uidmap")
             gid_map = get("gidmap")
-            snap = _new_layer(
+            snap = new_layer(
                 obj["id"],
                 tuple(get("names") or ()),
                 get("parent") or None,
@@ -714,10 +738,10 @@ class LayerRecord:
                 get("diff-digest") or None,
                 get("toc-digest") or None,
                 int(get("diff-size") or 0),
-                _COMPRESSIONS[get("compression") or 0],
+                COMPRESSIONS[get("compression") or 0],
                 tuple(get("uidset") or ()),
                 tuple(get("gidset") or ()),
-                _freeze(flags) if flags else _EMPTY_FLAGS,
+                freeze(flags) if flags else EMPTY_FLAGS,
                 tuple(IDMap.from_json(m) for m in uid_map) if uid_map else (),
                 tuple(IDMap.from_json(m) for m in gid_map) if gid_map else (),
                 tuple(get("big-data-names") or ()),
@@ -731,50 +755,105 @@ class LayerRecord:
         return snap
 
 
-_COMPRESSIONS: Final = {c.value: c for c in Compression}
-
-
-def _make_layer_factory() -> Callable[..., Layer]:
-    """``_new_layer(*values)``: a Layer built without the frozen dataclass ``__init__``
-    (which costs ~4 us): the slot descriptors are called directly, unrolled."""
-    names = [f.name for f in fields(Layer)]
-    env: dict[str, Any] = {"_new": object.__new__, "Layer": Layer}
-    for i, name in enumerate(names):
-        env[f"_s{i}"] = getattr(Layer, name).__set__
-    args = ", ".join(f"v{i}" for i in range(len(names)))
-    body = "".join(f"    _s{i}(layer, v{i})\n" for i in range(len(names)))
-    exec(f"def _new_layer({args}):\n    layer = _new(Layer)\n{body}    return layer\n", env)
-    factory: Callable[..., Layer] = env["_new_layer"]
-    return factory
-
-
-_new_layer: Final = _make_layer_factory()
-
-
 # ---------------------------------------------------------------------------------------
 # files
 
 
-def decode_layers(data: bytes, path: str) -> tuple[list[Any], SourceText | None]:
+class _ScannerContext:
+    """What ``_json.make_scanner`` reads from a ``json.JSONDecoder()``: the defaults."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = {"-Infinity": float("-inf"), "Infinity": float("inf"), "NaN": float("nan")}
+    parse_constant = parse_constant.__getitem__  # type: ignore[assignment]
+
+
+def _make_scanner() -> Callable[[str, int], tuple[Any, int]] | None:
+    try:
+        import _json
+    except ImportError:  # not CPython: json.loads it is
+        return None
+    context: Any = _ScannerContext()
+    scanner: Callable[[str, int], tuple[Any, int]] = _json.make_scanner(context)
+    return scanner
+
+
+_scan_once: Final = _make_scanner()
+_JSON_SPACE: Final = " \t\n\r"
+
+
+def _json_loads(data: str | bytes) -> Any:
+    """``json.loads(data)``, without importing json (and with it re, enum, ...): the C
+    scanner json.loads itself uses, called directly. Anything it does not take as a
+    whole (bad JSON, bytes that are not plain UTF-8) goes to json.loads, so results
+    and errors are json.loads's own."""
+    if _scan_once is not None:
+        try:
+            text = data if isinstance(data, str) else data.decode("utf-8")
+            value, end = _scan_once(text, len(text) - len(text.lstrip(_JSON_SPACE)))
+        except (StopIteration, ValueError):
+            pass
+        else:
+            if end == len(text) or not text[end:].strip(_JSON_SPACE):
+                return value
+    import json
+
+    return json.loads(data)
+
+
+# ---------------------------------------------------------------------------------------
+# vouching: a writer's note in the lock token (lockfile.LockFile.record_write) saying
+# which bytes it is about to write, so the next writer re-uses them unchecked
+
+_VOUCH_MAGIC: Final = b"lsv1"
+
+
+def vouch(data: bytes) -> bytes:
+    """The 16-byte note for a layers file this package writes as ``data`` (always
+    what Go would write): a magic, the size and the CRC-32 of the bytes."""
+    import zlib
+
+    return _VOUCH_MAGIC + len(data).to_bytes(8, "little") + zlib.crc32(data).to_bytes(4, "little")
+
+
+def vouched(note: bytes, data: bytes) -> bool:
+    """Whether ``note`` (from the lock token) vouches for exactly the bytes ``data``: a
+    file written by this package and untouched since. A Go token's random bytes, or a
+    file changed by hand or by another tool, does not pass."""
+    return (
+        len(note) == 16
+        and note[:4] == _VOUCH_MAGIC
+        and int.from_bytes(note[4:12], "little") == len(data)
+        and note == vouch(data)
+    )
+
+
+def decode_layers(data: bytes, path: str, note: bytes = b"") -> tuple[list[Any], SourceText | None]:
     """The array of a layers JSON file and its text (for re-use at save). An empty
     file (or ``null``) means no layers. Raises CorruptStore naming ``path``; the caller
-    checks that each element is an object."""
+    checks that each element is an object. ``note`` is what the lock token says about
+    the file (:func:`vouched`)."""
     if not data:
         return [], None
+    raw: bytes | None = data  # the text's exact UTF-8 encoding (kept for re-use)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         # Go replaces invalid UTF-8 with U+FFFD while decoding strings.
         text = data.decode("utf-8", "replace")
+        raw = None
     try:
-        objs = json.loads(text)
-    except json.JSONDecodeError as e:
+        objs = _json_loads(text)
+    except ValueError as e:  # json.JSONDecodeError
         raise CorruptStore(f'loading "{path}": {e}') from None
     if objs is None:
         return [], None
     if type(objs) is not list:
         raise CorruptStore(f'loading "{path}": expected a JSON array of layers')
-    return objs, SourceText(text, len(objs))
+    return objs, SourceText(text, len(objs), raw, note)
 
 
 def encode_layers(records: Iterable[LayerRecord], path: str) -> bytes:
@@ -784,19 +863,24 @@ def encode_layers(records: Iterable[LayerRecord], path: str) -> bytes:
     in order, and that file is what Go writes, its text is re-used as a whole (a
     create adds one record to a 10,000-record file without touching the others)."""
     records = records if isinstance(records, list) else list(records)
-    head = ""
     if records:
         src = records[0].source
         if src is not None and src.detached == 0 and len(src.records) == src.count:
             n = src.count
             # list == compares items by identity first: a C-speed check of order
             if records[:n] == src.records and src.canonical():
+                data = src.data  # the text's very bytes: no copying and encoding
                 if len(records) == n:
-                    return to_utf8(src.text)
-                head = src.text[:-1] + ","
-                records = records[n:]
+                    return data if data is not None else to_utf8(src.text)
+                texts = [
+                    r.text if r.text is not None else r.text_for_save(path) for r in records[n:]
+                ]
+                if data is not None:
+                    head = memoryview(data)[:-1]  # (a slice of bytes would copy them)
+                    return b"".join((head, b",", to_utf8(",".join(texts)), b"]"))
+                return to_utf8(src.text[:-1] + "," + ",".join(texts) + "]")
     texts = [r.text if r.text is not None else r.text_for_save(path) for r in records]
-    return to_utf8((head or "[") + ",".join(texts) + "]")
+    return to_utf8("[" + ",".join(texts) + "]")
 
 
 def decode_mounts(data: bytes, path: str) -> list[tuple[str, str, int]]:
@@ -804,7 +888,7 @@ def decode_mounts(data: bytes, path: str) -> list[tuple[str, str, int]]:
     if not data:
         return []
     try:
-        raw = json.loads(data)
+        raw = _json_loads(data)
         if raw is None:
             return []
         if not isinstance(raw, list):
@@ -827,3 +911,11 @@ def decode_mounts(data: bytes, path: str) -> list[tuple[str, str, int]]:
 def encode_mounts(entries: Iterable[tuple[str, str, int]]) -> bytes:
     """mountpoints.json bytes: ``[{"id":..,"path":..,"count":..}]`` as Go writes them."""
     return to_utf8(go_dumps([{"id": i, "path": p, "count": c} for i, p, c in entries]))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Layer":  # the snapshot class lives (and is imported lazily) apart
+        from layerstore.snapshot import Layer
+
+        return Layer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

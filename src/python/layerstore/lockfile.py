@@ -23,34 +23,38 @@ random bytes). Readers compare the bytes only; an empty file is the "never writt
 
 from __future__ import annotations
 
-import contextlib
+import _thread
 import errno
 import fcntl
 import itertools
-import json
 import os
-import struct
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import ClassVar, Final, Literal
 
-__all__ = ["TOKEN_SIZE", "LockFile", "decode_token"]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    import threading
+    from collections.abc import Callable
+    from types import TracebackType
+    from typing import ClassVar, Final, Literal
+
+__all__ = ["NOTE_MAX", "NOTE_OFFSET", "TOKEN_SIZE", "LockFile", "decode_token"]
 
 TOKEN_SIZE: Final = 64
 """Size of a last-writer token (Go's ``lastWriterIDSize``)."""
 
 _RANDOM_BYTES: Final = 44
+NOTE_OFFSET: Final = 20
+"""Where a writer's note (:meth:`LockFile.record_write`) starts in a token."""
+NOTE_MAX: Final = 16
+"""The longest note; the rest of the 44 "random" bytes stay random."""
 _RETRY_SECONDS: Final = 0.010
-_TOKEN_HEAD = struct.Struct("<QQI")
 _TRANSIENT: Final = frozenset(
     {errno.EINTR, errno.EDEADLK, errno.ENOLCK, errno.EAGAIN, errno.EACCES, errno.EIO}
 )
 
 # Go's lastWriterIDCounter: bumped for every token and for every LockFile created.
 _counter = itertools.count(1)
-_counter_lock = threading.Lock()
+_counter_lock = _thread.allocate_lock()
 
 
 def _next_counter() -> int:
@@ -58,21 +62,31 @@ def _next_counter() -> int:
         return next(_counter)
 
 
-def _new_token() -> bytes:
-    head = _TOKEN_HEAD.pack(time.time_ns(), _next_counter(), os.getpid() & 0xFFFFFFFF)
-    return head + os.urandom(_RANDOM_BYTES)
+def _new_token(note: bytes = b"") -> bytes:
+    # struct "<QQI" (the struct module is not worth importing for it)
+    return (
+        (time.time_ns() & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little")
+        + (_next_counter() & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "little")
+        + (os.getpid() & 0xFFFFFFFF).to_bytes(4, "little")
+        + note
+        + os.urandom(_RANDOM_BYTES - len(note))
+    )
 
 
 def decode_token(token: bytes) -> tuple[int, int, int]:
     """Split a 64-byte token into ``(unix_nanos, counter, pid)``; ValueError otherwise."""
     if len(token) != TOKEN_SIZE:
         raise ValueError(f"lock token has {len(token)} bytes, want {TOKEN_SIZE}")
-    nanos, counter, pid = _TOKEN_HEAD.unpack_from(token)
+    nanos = int.from_bytes(token[0:8], "little")
+    counter = int.from_bytes(token[8:16], "little")
+    pid = int.from_bytes(token[16:20], "little")
     return nanos, counter, pid
 
 
 def _quote(path: str) -> str:
     """Go's ``%q`` closely enough for messages."""
+    import json  # only error messages need it
+
     return json.dumps(path, ensure_ascii=False)
 
 
@@ -93,6 +107,29 @@ def _open_lock_file(path: str, read_only: bool) -> int:
     return os.open(path, flags, 0o644)
 
 
+class _Held:
+    """What :meth:`LockFile.writing` / :meth:`LockFile.reading` return: the lock taken
+    on entering the block and released on leaving it (contextlib.contextmanager's job,
+    without importing contextlib and cheaper than a generator)."""
+
+    __slots__ = ("_release", "_take")
+
+    def __init__(self, take: Callable[[], None], release: Callable[[], None]) -> None:
+        self._take = take
+        self._release = release
+
+    def __enter__(self) -> None:
+        self._take()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._release()
+
+
 class _ThreadHold:
     """What one thread holds: its mode (the first acquisition decides) and its depth."""
 
@@ -107,7 +144,7 @@ class LockFile:
     """One lock file path of this process; get it with :meth:`get`, never construct it."""
 
     _registry: ClassVar[dict[str, LockFile]] = {}
-    _registry_lock: ClassVar[threading.Lock] = threading.Lock()
+    _registry_lock: ClassVar[_thread.LockType] = _thread.allocate_lock()
     _private: ClassVar[object] = object()
 
     path: str
@@ -132,8 +169,8 @@ class LockFile:
     def _init_state(self) -> None:
         # In-process reader/writer lock. The fast paths take ``_mutex`` directly and
         # touch the condition only when some thread waits (``_sleepers``).
-        self._mutex = threading.Lock()
-        self._cond = threading.Condition(self._mutex)
+        self._mutex = _thread.allocate_lock()
+        self._cond: threading.Condition | None = None  # made by the first _sleep
         self._sleepers = 0
         self._holds: dict[int, _ThreadHold] = {}
         self._writer: int | None = None
@@ -141,7 +178,7 @@ class LockFile:
         self._waiting_writers = 0
         # Process-level state: the fd and the number of threads holding; serialised by
         # _state, which is held across the blocking fcntl like Go's stateMutex.
-        self._state = threading.Lock()
+        self._state = _thread.allocate_lock()
         self._fd = -1
         self._holders = 0
 
@@ -173,15 +210,17 @@ class LockFile:
         # fcntl locks are not inherited; a child starts holding nothing. Other threads'
         # mutexes may have been copied while held, so every lock gets fresh state.
         global _counter_lock
-        _counter_lock = threading.Lock()
-        cls._registry_lock = threading.Lock()
+        _counter_lock = _thread.allocate_lock()
+        cls._registry_lock = _thread.allocate_lock()
         for lock in cls._registry.values():
             fd = lock._fd
             lock._init_state()
             if fd >= 0:
                 # Closing releases nothing here: the child owns no record locks.
-                with contextlib.suppress(OSError):
+                try:  # noqa: SIM105 - contextlib is not imported for this
                     os.close(fd)
+                except OSError:
+                    pass
 
     def __repr__(self) -> str:
         kind = "read-only" if self.read_only else "read-write"
@@ -212,7 +251,7 @@ class LockFile:
 
     def unlock(self) -> None:
         """Release one level taken by the calling thread; the last one closes the fd."""
-        me = threading.get_ident()
+        me = _thread.get_ident()
         with self._mutex:
             hold = self._holds.get(me)
             if hold is None:
@@ -228,12 +267,12 @@ class LockFile:
 
     def held_for_writing(self) -> bool:
         """Whether the calling thread holds the exclusive lock."""
-        hold = self._holds.get(threading.get_ident())
+        hold = self._holds.get(_thread.get_ident())
         return hold is not None and hold.mode == "w"
 
     def held(self) -> bool:
         """Whether the calling thread holds the lock, shared or exclusive."""
-        return threading.get_ident() in self._holds
+        return _thread.get_ident() in self._holds
 
     def assert_locked(self) -> None:
         """RuntimeError unless the calling thread holds the lock (Go's AssertLocked)."""
@@ -245,31 +284,28 @@ class LockFile:
         if not self.held_for_writing():
             raise RuntimeError(f"internal error: lock {_quote(self.path)} is not held for writing")
 
-    @contextmanager
-    def writing(self) -> Iterator[None]:
+    def writing(self) -> _Held:
         """``with lock.writing():`` holds the exclusive lock for the block."""
-        self.lock()
-        try:
-            yield
-        finally:
-            self.unlock()
+        return _Held(self.lock, self.unlock)
 
-    @contextmanager
-    def reading(self) -> Iterator[None]:
+    def reading(self) -> _Held:
         """``with lock.reading():`` holds the shared lock for the block."""
-        self.rlock()
-        try:
-            yield
-        finally:
-            self.unlock()
+        return _Held(self.rlock, self.unlock)
 
     # ----------------------------------------------------------------------------------
     # last-writer token
 
-    def record_write(self) -> bytes:
-        """Write a new token at offset 0 (never truncating) and return it; needs lock()."""
+    def record_write(self, note: bytes = b"") -> bytes:
+        """Write a new token at offset 0 (never truncating) and return it; needs lock().
+
+        ``note`` (at most :data:`NOTE_MAX` bytes) takes the place of the first random
+        bytes, at :data:`NOTE_OFFSET`: Go only ever compares tokens, so a writer may
+        leave the next reader a message there (the layer store vouches for the layers
+        file it is about to write, see ``layer.vouch``)."""
+        if len(note) > NOTE_MAX:
+            raise ValueError(f"a lock token note has at most {NOTE_MAX} bytes")
         self.assert_locked_for_writing()
-        token = _new_token()
+        token = _new_token(note)
         try:
             n = os.pwrite(self._fd, token, 0)
         except OSError as e:
@@ -313,7 +349,7 @@ class LockFile:
         """Take the in-process lock: "new" for a thread's first level, "nested" for a
         counted inner level (no process-level work), "busy" when not blocking and taken.
         """
-        me = threading.get_ident()
+        me = _thread.get_ident()
         with self._mutex:
             hold = self._holds.get(me)
             if hold is not None:
@@ -335,8 +371,8 @@ class LockFile:
                     acquired = True
                 finally:
                     self._waiting_writers -= 1
-                    if not acquired and self._sleepers:
-                        self._cond.notify_all()  # interrupted: let held-back readers go on
+                    if not acquired:
+                        self._wake_all()  # interrupted: let held-back readers go on
                 self._writer = me
             else:
                 if not blocking and (self._writer is not None or self._waiting_writers):
@@ -349,15 +385,25 @@ class LockFile:
 
     def _sleep(self) -> None:
         """Wait for a release; requires ``_mutex``."""
+        cond = self._cond
+        if cond is None:
+            import threading  # only when threads of this process contend
+
+            cond = self._cond = threading.Condition(self._mutex)
         self._sleepers += 1
         try:
-            self._cond.wait()
+            cond.wait()
         finally:
             self._sleepers -= 1
 
+    def _wake_all(self) -> None:
+        """Wake every sleeping thread; requires ``_mutex``."""
+        if self._sleepers and self._cond is not None:
+            self._cond.notify_all()
+
     def _drop_thread_hold(self, mode: Literal["r", "w"]) -> None:
         with self._mutex:
-            self._holds.pop(threading.get_ident(), None)
+            self._holds.pop(_thread.get_ident(), None)
         self._release_thread(mode)
 
     def _release_thread(self, mode: Literal["r", "w"]) -> None:
@@ -366,8 +412,7 @@ class LockFile:
                 self._writer = None
             else:
                 self._readers -= 1
-            if self._sleepers:
-                self._cond.notify_all()
+            self._wake_all()
 
     def _acquire_process(self, mode: Literal["r", "w"], blocking: bool) -> bool:
         with self._state:

@@ -18,24 +18,33 @@ A *differ* is any object with ``apply_diff(dest, options) -> DifferOutput`` that
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
-import logging
 import os
-import struct
-import tempfile
-import threading
-import time
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from layerstore.drivers.base import remove_tree
-from layerstore.idtools import IDMap
+from layerstore.staging_prune import (
+    STAGING_DIR,
+    STAGING_LOCK,
+    _live,
+    _live_mutex,
+    _ofd_lock,
+    prune_staging,
+)
 
+# Import cost: ``import-layer`` goes through here, so typing, dataclasses, tempfile and
+# contextlib are not imported (the Differ protocol, which needs typing, is in
+# layerstore.staging_protocol and reachable here as ``Differ``).
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Mapping
+    from dataclasses import dataclass, field
+    from typing import Any, Final
+
     from layerstore.datapath import DiffSource
+    from layerstore.idtools import IDMap
+    from layerstore.staging_protocol import Differ
+else:  # the same records without importing dataclasses (slow to import)
+    from layerstore._dataclass import dataclass, field
 
 __all__ = [
     "ApplyDiffWithDifferOpts",
@@ -49,21 +58,8 @@ __all__ = [
     "release",
 ]
 
-log = logging.getLogger(__name__)
-
-STAGING_DIR: Final = "staging"
-STAGING_LOCK: Final = "staging.lock"
 TARGET: Final = "dir"
 TAR_SPLIT: Final = "tar-split.gz"
-
-# open-file-description locks: they conflict with every other fd, in this process too,
-# and with the classic fcntl record locks Go's staging lock file uses.
-_F_OFD_SETLK: Final = getattr(fcntl, "F_OFD_SETLK", 37)
-_FLOCK: Final = "hhxxxxqqixxxx"  # struct flock on 64-bit Linux
-
-# staging directories this process is filling (a prune in this process skips them)
-_live: set[str] = set()
-_live_mutex = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,15 +108,6 @@ class DifferOutput:
     """For a restaged existing layer: the identity of the tree it started from."""
 
 
-@runtime_checkable
-class Differ(Protocol):
-    """Fills a staging directory (Go's ``graphdriver.Differ``)."""
-
-    def apply_diff(self, dest: str, options: DifferContext) -> DifferOutput:
-        """Make the layer's files in ``dest`` (an existing directory) and describe them."""
-        ...
-
-
 @dataclass(frozen=True, slots=True)
 class DifferContext:
     """What the driver tells a differ (Go's ``archive.TarOptions`` subset)."""
@@ -131,21 +118,31 @@ class DifferContext:
     ignore_chown_errors: bool = False
 
 
+def __getattr__(name: str) -> Any:
+    if name == "Differ":  # imported on first use: the protocol needs typing
+        from layerstore.staging_protocol import Differ
+
+        return Differ
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 class StagingDir:
     """A locked staging directory ``<root>/<random>/`` with its target ``dir/``."""
 
     def __init__(self, root: str) -> None:
         os.makedirs(root, mode=0o700, exist_ok=True)
-        self.path = tempfile.mkdtemp(dir=root)
+        self.path = _make_temp_dir(root)
         self.target = os.path.join(self.path, TARGET)
         self._fd: int | None = None
         try:
-            self._fd = os.open(
-                os.path.join(self.path, STAGING_LOCK),
-                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                0o600,
-            )
+            # The lock file appears already locked (made and locked under another name,
+            # then renamed): a concurrent prune that opens it can never take it in the
+            # moment between its creation and our lock. Until then the directory has no
+            # lock file, which a prune leaves alone while it is young.
+            fresh = os.path.join(self.path, "." + STAGING_LOCK)
+            self._fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
             _ofd_lock(self._fd)
+            os.rename(fresh, os.path.join(self.path, STAGING_LOCK))
         except BaseException:
             self.remove()
             raise
@@ -172,6 +169,19 @@ class StagingDir:
 
 
 _by_target: dict[str, StagingDir] = {}
+
+
+def _make_temp_dir(root: str) -> str:
+    """``tempfile.mkdtemp(dir=root)`` (mode 0700, a fresh random name) without
+    importing tempfile."""
+    for _ in range(100):
+        path = os.path.join(root, "tmp" + os.urandom(6).hex())
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused staging directory name", root)
 
 
 def new_staging(
@@ -209,63 +219,6 @@ def release(target: str) -> None:
     if os.path.basename(os.path.dirname(parent)) != STAGING_DIR:
         raise ValueError(f"{target!r} is not a staging directory")
     remove_tree(parent)
-
-
-def prune_staging(roots: Iterable[str]) -> list[str]:
-    """Remove abandoned staging directories under each root (those whose lock can be
-    taken and that no thread of this process is filling); returns what was removed."""
-    removed: list[str] = []
-    for root in roots:
-        try:
-            names = os.listdir(root)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        for name in names:
-            path = os.path.join(root, name)
-            with _live_mutex:
-                if path in _live:
-                    continue
-            if _try_lock_for_removal(path):
-                log.info("removing abandoned staging directory %s", path)
-                removed.append(path)
-    return removed
-
-
-def _try_lock_for_removal(path: str) -> bool:
-    lock_path = os.path.join(path, STAGING_LOCK)
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        # no lock file: a crash between mkdtemp and creating it, or not ours at all
-        if os.path.isdir(path) and _older_than(path, 60.0):
-            remove_tree(path)
-            return True
-        return False
-    except OSError:
-        return False
-    try:
-        try:
-            _ofd_lock(fd)
-        except OSError as e:
-            if e.errno in (errno.EAGAIN, errno.EACCES):
-                return False
-            raise
-        remove_tree(path)
-        return True
-    finally:
-        os.close(fd)
-
-
-def _older_than(path: str, seconds: float) -> bool:
-    try:
-        return time.time() - os.stat(path).st_mtime > seconds
-    except OSError:
-        return False
-
-
-def _ofd_lock(fd: int) -> None:
-    """Take a write lock on the whole file, without waiting (EAGAIN when held)."""
-    fcntl.fcntl(fd, _F_OFD_SETLK, struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0))
 
 
 # ---------------------------------------------------------------------------------------
@@ -349,6 +302,8 @@ class TarballDiffer:
 
             with gzip.open(ts_path, "rb") as f:
                 out.tar_split = f.read()
+            import contextlib  # only with tar_split_bytes (not the CLI's import path)
+
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(ts_path)
         else:

@@ -27,44 +27,53 @@ shared in-process lock of :class:`~layerstore.lockfile.LockFile`.
 
 from __future__ import annotations
 
-import contextlib
+import _thread
+import _weakref
 import errno
-import json
+import gc
 import os
-import threading
-import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from dataclasses import replace as dc_replace
-from types import TracebackType
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, Final
+from itertools import compress, repeat
 
 from layerstore import errors
-from layerstore.archive import Change, ChangeKind, Compression
 from layerstore.atomic import AtomicWriter, atomic_write
-from layerstore.drivers import Driver, MountOptions, canonical_name, make_driver
+from layerstore.drivers import MountOptions, canonical_name, make_driver
 from layerstore.drivers.base import exchange_paths, remove_tree
-from layerstore.idtools import IDMap
 from layerstore.layer import (
     INCOMPLETE_FLAG,
-    Layer,
     LayerRecord,
+    SourceText,
     _go_generic,
     decode_layers,
     decode_mounts,
     encode_layers,
     encode_mounts,
     now_created,
+    vouch,
 )
-from layerstore.lockfile import LockFile
+from layerstore.lockfile import NOTE_MAX, NOTE_OFFSET, LockFile
 
+# Import cost: a short CLI call should load little more than this module; typing,
+# dataclasses, json, threading, weakref, the data path and the native module are not
+# imported at load time (names used only in annotations are imported for type checking).
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     import logging
+    from collections.abc import Callable, Iterable, Mapping, Sequence
+    from dataclasses import dataclass
+    from types import TracebackType
+    from typing import IO, Any, BinaryIO, Final
 
     from layerstore import _native
+    from layerstore.archive import Change, Compression
     from layerstore.datapath import DiffSource
+    from layerstore.drivers import Driver
+    from layerstore.idtools import IDMap
+    from layerstore.snapshot import Layer
     from layerstore.staging import ApplyDiffWithDifferOpts, Differ, DifferContext, DifferOutput
+
+    BigDataSource = bytes | bytearray | memoryview | IO[bytes]
+else:  # the same records without importing dataclasses (slow to import)
+    from layerstore._dataclass import dataclass
 
 __all__ = ["LayerStore", "big_data_file_name"]
 
@@ -98,11 +107,11 @@ _LOCATIONS: Final = (STABLE, VOLATILE, IMAGE_STORE)
 _MAX_RELOAD_TRIES: Final = 3
 _COPY_CHUNK: Final = 1 << 20
 
-BigDataSource = bytes | bytearray | memoryview | IO[bytes]
-
 
 def _q(text: str) -> str:
     """Go's ``%q`` closely enough for messages."""
+    import json  # only messages need it
+
     return json.dumps(text, ensure_ascii=False)
 
 
@@ -212,15 +221,53 @@ def is_mount_point(path: str) -> bool:
     return False
 
 
-_open_stores: weakref.WeakSet[LayerStore] = weakref.WeakSet()
+# Open stores, for the fork handler: id -> weak reference (the weakref module itself is
+# not worth importing for this).
+_open_stores: dict[int, _weakref.ReferenceType[LayerStore]] = {}
+
+
+def _register_store(store: LayerStore) -> None:
+    key = id(store)
+    _open_stores[key] = _weakref.ref(store, lambda _ref: _open_stores.pop(key, None))
 
 
 def _reset_stores_after_fork() -> None:
-    for store in list(_open_stores):
-        store._after_fork_in_child()
+    for ref in list(_open_stores.values()):
+        store = ref()
+        if store is not None:
+            store._after_fork_in_child()
 
 
 os.register_at_fork(after_in_child=_reset_stores_after_fork)
+
+
+class _Batch:
+    """What :meth:`LayerStore.reading` / :meth:`LayerStore.writing` return: the layers
+    lock held (``mode`` "r" or "w") from entering the block to leaving it; ``as`` gives
+    the store (contextlib.contextmanager's job, without importing contextlib and
+    cheaper than a generator)."""
+
+    __slots__ = ("_mode", "_store")
+
+    def __init__(self, store: LayerStore, mode: str) -> None:
+        self._store = store
+        self._mode = mode
+
+    def __enter__(self) -> LayerStore:
+        store = self._store
+        if self._mode == "w":
+            store._enter_writing()
+        else:
+            store._enter("r")
+        return store
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._store._exit()
 
 
 class LayerStore:
@@ -364,16 +411,16 @@ class LayerStore:
         self._mtimes: list[int | None] = [None, None, None]
         self._loaded = False
         # in-process serialisation
-        self._mutex = threading.RLock()
+        self._mutex = _thread.RLock()
         self._depth = 0
         self._mode = ""
         self._closed = False
-        _open_stores.add(self)
+        _register_store(self)
 
     def _after_fork_in_child(self) -> None:
         # The child holds no fcntl locks (LockFile resets itself too), and a mutex
         # copied while another thread held it would never be released.
-        self._mutex = threading.RLock()
+        self._mutex = _thread.RLock()
         self._depth = 0
         self._mode = ""
         self._loaded = False
@@ -394,30 +441,24 @@ class LayerStore:
     # ----------------------------------------------------------------------------------
     # lock protocol
 
-    @contextmanager
-    def reading(self) -> Iterator[LayerStore]:
+    def reading(self) -> _Batch:
         """Hold the shared layers lock (fresh data) for the block; reentrant."""
-        self._enter("r")
-        try:
-            yield self
-        finally:
-            self._exit()
+        return _Batch(self, "r")
 
-    @contextmanager
-    def writing(self) -> Iterator[LayerStore]:
+    def writing(self) -> _Batch:
         """Hold the exclusive layers lock (fresh data) for the block; reentrant.
 
         StoreIsReadOnly on a read-only store; RuntimeError inside ``reading()``.
         """
+        return _Batch(self, "w")
+
+    def _enter_writing(self) -> None:
+        """:meth:`_enter` for writing, StoreIsReadOnly on a read-only store."""
         if not self._rw:
             raise errors.StoreIsReadOnly(
                 f"not allowed to modify the layer store at {_q(self.layerdir)}"
             )
         self._enter("w")
-        try:
-            yield self
-        finally:
-            self._exit()
 
     def _enter(self, mode: str) -> None:
         """Start a call or batch: the store mutex, then (outermost) the layers lock."""
@@ -563,8 +604,22 @@ class LayerStore:
         """Read every layers JSON file and rebuild the state; False when only a writer
         may go on (RW store, shared lock, incomplete layers or duplicate names).
 
+        The cyclic garbage collector is paused meanwhile: decoding allocates a few
+        objects per layer, none of them garbage, and the collections those allocations
+        set off would walk every one of them again (a third of a 10,000-layer load).
+
         Locking: requires the layers lock; exclusive when ``for_writing``.
         """
+        if not gc.isenabled():
+            return self._load_files(for_writing=for_writing)
+        gc.disable()
+        try:
+            return self._load_files(for_writing=for_writing)
+        finally:
+            gc.enable()
+
+    def _load_files(self, *, for_writing: bool) -> bool:
+        """:meth:`_load`'s work. Locking: as :meth:`_load`."""
         token = self._lock.last_write()
         records: list[LayerRecord] = []
         mtimes: list[int | None] = [None, None, None]
@@ -584,50 +639,12 @@ class LayerStore:
                 continue
             except OSError as e:
                 raise OSError(e.errno, f"loading {_q(path)}: {e.strerror}", path) from e
-            objs, source = decode_layers(data, path)
-            location = _LOCATIONS[index]
-            for k, obj in enumerate(objs):
-                if type(obj) is not dict:
-                    raise errors.CorruptStore(
-                        f"loading {_q(path)}", message=f"layer record {k} is not an object"
-                    )
-                ident = obj.get("id")
-                if type(ident) is not str:
-                    if ident is not None:
-                        raise errors.CorruptStore(
-                            f"loading {_q(path)}", message=f"layer record {k}: id is not a string"
-                        )
-                    ident = obj["id"] = ""
-                if ident in byid:
-                    continue
-                rec = LayerRecord(obj, location, source, k)
-                byid[ident] = rec
-                records.append(rec)
-                names = obj.get("names")
-                if names:
-                    if type(names) is not list:
-                        raise errors.CorruptStore(
-                            f"loading {_q(path)}", message=f"layer {ident!r}: names is not a list"
-                        )
-                    for name in names:
-                        if type(name) is not str:
-                            raise errors.CorruptStore(
-                                f"loading {_q(path)}", message=f"layer {ident!r}: bad name {name!r}"
-                            )
-                        other = byname.get(name)
-                        if other is not None and other is not rec:
-                            if not rw:
-                                raise errors.DuplicateLayerNames(f"name {_q(name)}")
-                            other.replace(
-                                {**other.obj, "names": [n for n in other.names if n != name]}
-                            )
-                            fix_locations |= other.location
-                        byname[name] = rec
-                if rw:
-                    flags = obj.get("flags")
-                    if flags and type(flags) is dict and flags.get(INCOMPLETE_FLAG) is True:
-                        incomplete.append(rec)
-                        fix_locations |= location
+            # The token may vouch for the stable file (the one it is the lock of).
+            note = token[NOTE_OFFSET : NOTE_OFFSET + NOTE_MAX] if index == 0 else b""
+            objs, source = decode_layers(data, path, note)
+            fix_locations |= _index_records(
+                objs, source, _LOCATIONS[index], path, rw, byid, byname, records, incomplete
+            )
         if fix_locations and not for_writing:
             return False
         self._records = records
@@ -646,7 +663,7 @@ class LayerStore:
             try:
                 roots = self.driver.staging_roots()
                 if any(_listdir_or_empty(root) for root in roots):
-                    from layerstore.staging import prune_staging  # rarely needed: lazily
+                    from layerstore.staging_prune import prune_staging
 
                     prune_staging(roots)
             except OSError as e:
@@ -737,9 +754,12 @@ class LayerStore:
                     continue
                 subset = [r for r in self._records if r.location == location]
                 payloads.append((index, path, encode_layers(subset, path)))
+            # The token vouches for the stable file's new bytes, so the next writer
+            # re-uses them as they are (layer.vouch).
+            note = vouch(payloads[0][2]) if payloads and payloads[0][0] == 0 else b""
             token = b""
             for lock in self._locks:
-                written = lock.record_write()
+                written = lock.record_write(note if lock is self._lock else b"")
                 token = token or written
             self._last_write = token
             for index, path, data in payloads:
@@ -857,8 +877,10 @@ class LayerStore:
         for name in rec.names:
             self._byname[name] = rec
         if self._index is not None:
-            with contextlib.suppress(KeyError, ValueError):
+            try:  # noqa: SIM105 - no contextlib import for this
                 self._index.add(ident)
+            except (KeyError, ValueError):
+                pass
         self._digests = None
 
     def _drop_from_indexes(self, rec: LayerRecord) -> None:
@@ -869,13 +891,17 @@ class LayerStore:
             if self._byname.get(name) is rec:
                 del self._byname[name]
         if self._index is not None:
-            with contextlib.suppress(KeyError, ValueError):
+            try:  # noqa: SIM105 - no contextlib import for this
                 self._index.delete(ident)
+            except (KeyError, ValueError):
+                pass
         if rec.mount_point and self._bymount.get(rec.mount_point) is rec:
             del self._bymount[rec.mount_point]
         self._digests = None
-        with contextlib.suppress(ValueError):
+        try:  # noqa: SIM105 - no contextlib import for this
             self._records.remove(rec)
+        except ValueError:
+            pass
 
     # ----------------------------------------------------------------------------------
     # paths
@@ -1484,7 +1510,7 @@ class LayerStore:
                     self._save_mounts_locked()
                     return rec.mount_point
                 if not opts.mount_label:
-                    opts = dc_replace(opts, mount_label=rec.obj.get("mountlabel") or "")
+                    opts = MountOptions(rec.obj.get("mountlabel") or "", opts.options)
                 path = self.driver.get(rec.obj["id"], opts)
                 if rec.mount_point:
                     self._bymount.pop(rec.mount_point, None)
@@ -1525,8 +1551,10 @@ class LayerStore:
             rec.mounts_changed()
             self._save_mounts_locked()
             return True
-        with contextlib.suppress(FileNotFoundError):
+        try:  # noqa: SIM105 - no contextlib import for this
             self.driver.put(rec.obj["id"])
+        except FileNotFoundError:
+            pass
         if rec.mount_point:
             self._bymount.pop(rec.mount_point, None)
         rec.mount_count = 0
@@ -1581,6 +1609,8 @@ class LayerStore:
                 continue
             with LockFile.get(os.path.join(lock_dir, lock_name)).reading():
                 try:
+                    import json
+
                     with open(path, "rb") as f:
                         entries = json.loads(f.read() or b"[]") or []
                 except (OSError, ValueError) as e:
@@ -1630,8 +1660,10 @@ class LayerStore:
 
         Locking: requires the exclusive layers lock."""
         self.driver.remove(layer_id)
-        with contextlib.suppress(FileNotFoundError):
+        try:  # noqa: SIM105 - no contextlib import for this
             os.unlink(self._tspath(layer_id))
+        except FileNotFoundError:
+            pass
         _remove_dir(self._datadir(layer_id))
 
     def wipe(self) -> None:
@@ -2040,6 +2072,7 @@ class LayerStore:
 
         Locking: requires shared."""
         from layerstore import _native
+        from layerstore.archive import Compression
 
         to_rec, from_rec = self._diff_pair(to, from_)
         blob = self._additional_blob(to_rec, from_rec, compression)
@@ -2091,6 +2124,7 @@ class LayerStore:
 
         Locking: shared."""
         from layerstore import _native
+        from layerstore.archive import Change, ChangeKind
 
         with self.reading():
             to_rec, from_rec = self._diff_pair(to, from_)
@@ -2196,6 +2230,8 @@ class LayerStore:
         with additional_layer.info() as f:
             raw = f.read()
         try:
+            import json
+
             info = json.loads(raw or b"{}")
         except ValueError as e:
             raise errors.CorruptStore(
@@ -2275,7 +2311,7 @@ class LayerStore:
             stored = int(rec.obj.get("compression") or 0)
             if compression is None or int(compression) == stored:
                 return layer.blob()  # type: ignore[no-any-return]
-            if int(compression) != int(Compression.NONE):
+            if int(compression) != 0:  # Compression.NONE
                 raise errors.NotSupported(
                     f"diff of additional layer {_q(rec.obj['id'])}",
                     message="we don't support converting the data into compressed forms",
@@ -2381,6 +2417,118 @@ def _move_synced(src: str, dst: str) -> None:
             raise
         with open(src, "rb") as f:
             atomic_write(dst, f.read(), mode=0o600)
+
+
+def _index_records(
+    objs: list[Any],
+    source: SourceText | None,
+    location: int,
+    path: str,
+    rw: bool,
+    byid: dict[str, LayerRecord],
+    byname: dict[str, LayerRecord],
+    records: list[LayerRecord],
+    incomplete: list[LayerRecord],
+) -> int:
+    """Make the records of one layers file (decoded ``objs``) and index them: append to
+    ``records``, add to ``byid``/``byname`` (a name on two layers stays with the later;
+    ``rw`` only), note ``incomplete`` ones (``rw`` only). Returns the locations that
+    need saving (repairs). CorruptStore / DuplicateLayerNames as the first bad record.
+
+    Most files are plain (objects with distinct string ids, new to ``byid``): those are
+    checked, made and indexed a column at a time, at C speed (map, zip, compress);
+    anything else goes record by record."""
+    n = len(objs)
+    plain = n > 0 and set(map(type, objs)) == {dict}
+    ids: list[Any] = list(map(dict.get, objs, repeat("id"))) if plain else []
+    if (
+        plain
+        and set(map(type, ids)) == {str}
+        and len(set(ids)) == n
+        and byid.keys().isdisjoint(ids)
+    ):
+        made = list(map(LayerRecord, objs, repeat(location), repeat(source), range(n)))
+        byid.update(zip(ids, made, strict=True))
+        records.extend(made)
+        fix_locations = 0
+        names_of = list(map(dict.get, objs, repeat("names")))
+        for rec, names in compress(zip(made, names_of, strict=True), names_of):
+            fix_locations |= _index_names(rec, names, path, rw, byname)
+        if rw:
+            flags_of = list(map(dict.get, objs, repeat("flags")))
+            for rec, flags in compress(zip(made, flags_of, strict=True), flags_of):
+                if type(flags) is dict and flags.get(INCOMPLETE_FLAG) is True:
+                    incomplete.append(rec)
+                    fix_locations |= location
+        return fix_locations
+    return _index_records_one_by_one(
+        objs, source, location, path, rw, byid, byname, records, incomplete
+    )
+
+
+def _index_names(
+    rec: LayerRecord, names: Any, path: str, rw: bool, byname: dict[str, LayerRecord]
+) -> int:
+    """Index the (non-empty) ``names`` of ``rec``; the locations repaired."""
+    fix_locations = 0
+    if type(names) is not list:
+        raise errors.CorruptStore(
+            f"loading {_q(path)}", message=f"layer {rec.obj['id']!r}: names is not a list"
+        )
+    for name in names:
+        if type(name) is not str:
+            raise errors.CorruptStore(
+                f"loading {_q(path)}", message=f"layer {rec.obj['id']!r}: bad name {name!r}"
+            )
+        other = byname.get(name)
+        if other is not None and other is not rec:
+            if not rw:
+                raise errors.DuplicateLayerNames(f"name {_q(name)}")
+            other.replace({**other.obj, "names": [n for n in other.names if n != name]})
+            fix_locations |= other.location
+        byname[name] = rec
+    return fix_locations
+
+
+def _index_records_one_by_one(
+    objs: list[Any],
+    source: SourceText | None,
+    location: int,
+    path: str,
+    rw: bool,
+    byid: dict[str, LayerRecord],
+    byname: dict[str, LayerRecord],
+    records: list[LayerRecord],
+    incomplete: list[LayerRecord],
+) -> int:
+    """:func:`_index_records` for any file (odd ids, duplicates, non-objects)."""
+    fix_locations = 0
+    for k, obj in enumerate(objs):
+        if type(obj) is not dict:
+            raise errors.CorruptStore(
+                f"loading {_q(path)}", message=f"layer record {k} is not an object"
+            )
+        ident = obj.get("id")
+        if type(ident) is not str:
+            if ident is not None:
+                raise errors.CorruptStore(
+                    f"loading {_q(path)}", message=f"layer record {k}: id is not a string"
+                )
+            ident = obj["id"] = ""
+        if ident in byid:
+            continue
+        rec = LayerRecord(obj, location, source, k)
+        byid[ident] = rec
+        records.append(rec)
+        names = obj.get("names")
+        if names:
+            fix_locations |= _index_names(rec, names, path, rw, byname)
+        if rw:
+            flags = obj.get("flags")
+            if flags and type(flags) is dict and flags.get(INCOMPLETE_FLAG) is True:
+                incomplete.append(rec)
+                fix_locations |= location
+    return fix_locations
 
 
 def _listdir_or_empty(path: str) -> list[str]:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Sequence
-from typing import Final
+import sys
 
-from layerstore.drivers.base import Driver, MountOptions
+from layerstore.drivers.base import MountOptions
 from layerstore.errors import NotSupported
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any, Final
+
+    from layerstore.drivers.protocol import Driver
 
 __all__ = ["Driver", "MountOptions", "canonical_name", "driver_class", "make_driver"]
 
@@ -33,7 +38,8 @@ def driver_class(name: str) -> type[Driver]:
     if target is None:
         raise NotSupported(f"driver {name!r}", message="driver not supported")
     module_name, _, class_name = target.partition(":")
-    cls: type[Driver] = getattr(importlib.import_module(module_name), class_name)
+    __import__(module_name)  # importlib.import_module without importing importlib
+    cls: type[Driver] = getattr(sys.modules[module_name], class_name)
     return cls
 
 
@@ -48,3 +54,11 @@ def make_driver(
     """A driver instance with home ``home`` (``G/<name>``) and ``--storage-opt`` options."""
     cls = driver_class(name)
     return cls(home, options, image_root=image_root, read_only=read_only)  # type: ignore[call-arg]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Driver":  # imported on first use: the protocol needs typing
+        from layerstore.drivers.protocol import Driver
+
+        return Driver
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

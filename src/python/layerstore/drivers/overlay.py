@@ -34,30 +34,66 @@ no mount behind. It stays, as Go's does, until :meth:`OverlayDriver.cleanup`.
 
 from __future__ import annotations
 
-import base64
+import _thread
 import contextlib
 import ctypes
-import ctypes.util
 import errno
-import logging
 import os
-import re
-import secrets
-import shutil
 import stat
-import tempfile
-import threading
-from collections.abc import Mapping, Sequence
-from typing import IO, Final
 
 from layerstore.drivers.base import MountOptions, remove_tree
 from layerstore.drivers.vfs import _IDRemapper, parse_bool
 from layerstore.errors import InvalidOption, LayerUnknown, NotSupported
-from layerstore.idtools import IDMap, mapped_root
+from layerstore.idtools import mapped_root
+
+# Import cost: opening an overlay store is a short CLI call's work, so what only some
+# calls need (logging, re, threading, base64, secrets, shutil, tempfile, typing,
+# ctypes.util) is imported where it is used.
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    import logging
+    import re
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import IO, Any, Final
+
+    from layerstore.idtools import IDMap
 
 __all__ = ["OverlayDriver", "mount_points_under"]
 
-log = logging.getLogger(__name__)
+
+class _LazyLogger:
+    """``logging.getLogger(__name__)``, made on first use; the store's logger is made
+    first, so the CLI's log format is in place (``store.logging_hooks``)."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        global log
+        import logging
+
+        from layerstore import store
+
+        store.log.name  # noqa: B018 - makes the store's logger, running its hooks
+        log = logging.getLogger(__name__)
+        return getattr(log, name)
+
+
+log: logging.Logger = _LazyLogger()  # type: ignore[assignment]
+
+
+def _lazy_re(pattern: str) -> Callable[[], re.Pattern[str]]:
+    """A regular expression compiled (and re imported) on first use."""
+    compiled: list[re.Pattern[str]] = []
+
+    def get() -> re.Pattern[str]:
+        if not compiled:
+            import re
+
+            compiled.append(re.compile(pattern))
+        return compiled[0]
+
+    return get
+
 
 LINK_DIR: Final = "l"
 LOWER_FILE: Final = "lower"
@@ -169,15 +205,24 @@ _CLONE_FS: Final = 0x200
 _MS_BIND: Final = 0x1000
 _MS_PRIVATE: Final = 1 << 18
 
-_HEX64: Final = re.compile(r"[0-9a-fA-F]{64}")
-_RAM_SIZE: Final = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
-_MOUNTINFO_ESCAPE: Final = re.compile(r"\\([0-7]{3})")
+_HEX64: Final = _lazy_re(r"[0-9a-fA-F]{64}")
+_RAM_SIZE: Final = _lazy_re(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
+_MOUNTINFO_ESCAPE: Final = _lazy_re(r"\\([0-7]{3})")
 
 # ---------------------------------------------------------------------------------------
 # system calls the os module lacks
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+def _load_libc() -> ctypes.CDLL:
+    try:  # glibc's name: no need to ask ctypes.util (which runs ldconfig, slowly)
+        return ctypes.CDLL("libc.so.6", use_errno=True)
+    except OSError:
+        from ctypes.util import find_library
+
+        return ctypes.CDLL(find_library("c") or "libc.so.6", use_errno=True)
+
+
+_libc = _load_libc()
 _libc.mount.argtypes = [
     ctypes.c_char_p,
     ctypes.c_char_p,
@@ -287,6 +332,8 @@ def _mount_in_dir(
         except BaseException as e:  # handed to the caller's thread
             failure.append(e)
 
+    import threading
+
     worker = threading.Thread(target=run, name="layerstore-overlay-mount")
     worker.start()
     worker.join()
@@ -295,7 +342,9 @@ def _mount_in_dir(
 
 
 def _unescape_mountinfo(field: str) -> str:
-    return _MOUNTINFO_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), field)
+    if "\\" not in field:
+        return field
+    return _MOUNTINFO_ESCAPE().sub(lambda m: chr(int(m.group(1), 8)), field)
 
 
 def _mountinfo_points() -> list[str]:
@@ -343,7 +392,7 @@ def _unmount_all_under(path: str) -> None:
 
 def _ram_in_bytes(text: str) -> int:
     """go-units ``RAMInBytes``: ``"10g"``, ``"512 MiB"``, ``"1000"`` (binary units)."""
-    m = _RAM_SIZE.match(text)
+    m = _RAM_SIZE().match(text)
     if not m:
         raise InvalidOption(f"invalid size: {text!r}", message="invalid option")
     size = float(m.group(1))
@@ -375,6 +424,9 @@ def parse_mount_data(options: Sequence[str]) -> tuple[int, str]:
 
 def _generate_link_id() -> str:
     """Go's ``generateID(26)``: random bytes, base32 (A-Z2-7), cut to 26 characters."""
+    import base64
+    import secrets
+
     return base64.b32encode(secrets.token_bytes((ID_LENGTH * 5 + 7) // 8)).decode()[:ID_LENGTH]
 
 
@@ -425,10 +477,22 @@ _libc.closedir.restype = ctypes.c_int
 _DT_UNKNOWN: Final = 0
 
 
+def _make_temp_dir(directory: str, prefix: str) -> str:
+    """``tempfile.mkdtemp(prefix=prefix, dir=directory)`` without importing tempfile."""
+    for _ in range(100):
+        path = os.path.join(directory, prefix + os.urandom(6).hex())
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary directory name", directory)
+
+
 def _supports_d_type(directory: str) -> bool:
     """Go's ``fsutils.SupportsDType``: readdir in a fresh dir under ``directory`` fills
     ``d_type`` (XFS formatted with ftype=0 does not, and overlay needs it)."""
-    probe = tempfile.mkdtemp(prefix="d_type-", dir=directory)
+    probe = _make_temp_dir(directory, "d_type-")
     try:
         open(os.path.join(probe, "f"), "wb").close()
         handle = _libc.opendir(os.fsencode(probe))
@@ -447,7 +511,11 @@ def _supports_d_type(directory: str) -> bool:
         finally:
             _libc.closedir(handle)
     finally:
-        remove_tree(probe)
+        try:  # what it holds is known: no need for remove_tree (and shutil, re, ...)
+            os.unlink(os.path.join(probe, "f"))
+            os.rmdir(probe)
+        except OSError:
+            remove_tree(probe)
 
 
 def _kernel_param(name: str) -> str:
@@ -467,7 +535,7 @@ class _RefCounter:
     counts per merged dir, seeded from the real mount table on first use."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
         self._counts: dict[str, int] = {}
 
     def _seed(self, path: str) -> int:
@@ -628,6 +696,8 @@ class OverlayDriver:
         flag_path = os.path.join(self.home, MOUNT_PROGRAM_FLAG)
         contents = (_read_text(flag_path) or "").strip()
         if contents == "true":
+            import shutil
+
             if shutil.which("fuse-overlayfs"):
                 raise NotSupported(
                     f"overlay store {self.home!r} is configured for a mount program "
@@ -795,6 +865,8 @@ class OverlayDriver:
         """Go's ``LookupAdditionalLayer``: the layer ``<store>/[base64(ref)/]<digest>/``
         with ``diff``, ``info`` and ``blob`` in the first additional layer store that has
         it; LayerUnknown when none does. Tells the store it is used (the ``use`` file)."""
+        import base64
+
         ref_elem = base64.b64encode(ref.encode()).decode()
         for path, with_ref in self.layer_stores:
             target = (
@@ -1009,7 +1081,7 @@ class OverlayDriver:
                 return sorted(
                     e.name
                     for e in it
-                    if _HEX64.fullmatch(e.name) and e.is_dir(follow_symlinks=False)
+                    if _HEX64().fullmatch(e.name) and e.is_dir(follow_symlinks=False)
                 )
         except FileNotFoundError:
             return []

@@ -9,17 +9,21 @@ mounted: ``get`` returns the directory.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import os
 import stat
-from collections.abc import Callable, Mapping, Sequence
-from typing import Final
 
 from layerstore.drivers.base import MountOptions, remove_tree
 from layerstore.errors import InvalidOption, LayerUnknown, NotSupported
-from layerstore.idtools import IDMap, mapped_root
+from layerstore.idtools import mapped_root
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Final
+
+    from layerstore.idtools import IDMap
 
 __all__ = ["VfsDriver", "copy_tree", "parse_bool"]
 
@@ -75,8 +79,10 @@ class VfsDriver:
                 raise NotSupported(message=f"vfs driver does not support {key} options")
         if not read_only:
             os.makedirs(self.home, mode=0o700, exist_ok=True)
-            with contextlib.suppress(FileExistsError):
+            try:  # noqa: SIM105 - contextlib is not imported for this
                 os.mkdir(os.path.join(self.home, "dir"), 0o700)
+            except FileExistsError:
+                pass
 
     def __repr__(self) -> str:
         return f"<VfsDriver {self.home!r}>"
@@ -350,8 +356,10 @@ class _IDRemapper:
         is_link = stat.S_ISLNK(st.st_mode)
         cap = None
         if not is_link:
-            with contextlib.suppress(OSError):
+            try:  # noqa: SIM105 - contextlib is not imported for this
                 cap = os.getxattr(path, "security.capability", follow_symlinks=False)
+            except OSError:
+                pass
         chown(path, new_uid, new_gid)
         if not is_link:
             os.chmod(path, stat.S_IMODE(st.st_mode))  # chown clears setuid/setgid
