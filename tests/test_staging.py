@@ -188,6 +188,37 @@ def test_a_failed_commit_leaves_no_layer_and_no_staging_dir(tmp_path: Path, driv
         store.create(staged=out)
 
 
+def store_paths(tmp_path: Path) -> dict[str, int]:
+    """Every path of the store (graph and run roots) with its mode: what a user sees."""
+    found: dict[str, int] = {}
+    for top in (tmp_path / "g", tmp_path / "r"):
+        for dirpath, dirnames, filenames in os.walk(top):
+            for name in dirnames + filenames:
+                path = os.path.join(dirpath, name)
+                found[os.path.relpath(path, tmp_path)] = os.lstat(path).st_mode
+    return found
+
+
+@pytest.mark.parametrize("driver", DRIVERS)
+def test_imports_leave_no_staging_directory_behind(tmp_path: Path, driver: str) -> None:
+    store = open_store(tmp_path, driver)
+    base, _ = store.create(names=["base"])
+    before = store_paths(tmp_path)
+    bad_inputs = [
+        b"this is not a tarball" * 100,
+        gzip.compress(b"this is not a tarball either" * 100),
+        make_tar([("f", b"x" * 5000)])[:3000],  # cut short
+    ]
+    for bad in bad_inputs:
+        with pytest.raises(errors.InvalidArchive):
+            store.create(parent=base.id, diff=bad)
+        assert store_paths(tmp_path) == before
+    layer, _ = store.create(parent=base.id, diff=make_tar([("f", b"data")]))
+    assert not os.path.exists(store.driver.staging_root())
+    store.delete(layer.id)
+    assert store_paths(tmp_path) == before
+
+
 def test_cleanup_staging_directory(tmp_path: Path) -> None:
     store = open_store(tmp_path, "overlay")
     out = store.apply_diff_with_differ(None, None, DirDiffer())

@@ -29,6 +29,7 @@ from layerstore.staging_prune import (
     _live_mutex,
     _ofd_lock,
     prune_staging,
+    remove_root_if_empty,
 )
 
 # Import cost: ``import-layer`` goes through here, so typing, dataclasses, tempfile and
@@ -130,8 +131,15 @@ class StagingDir:
     """A locked staging directory ``<root>/<random>/`` with its target ``dir/``."""
 
     def __init__(self, root: str) -> None:
-        os.makedirs(root, mode=0o700, exist_ok=True)
-        self.path = _make_temp_dir(root)
+        for attempt in range(100):
+            os.makedirs(root, mode=0o700, exist_ok=True)
+            try:
+                self.path = _make_temp_dir(root)
+                break
+            except FileNotFoundError:
+                # Another process removed the (empty) root between the two calls.
+                if attempt == 99:
+                    raise
         self.target = os.path.join(self.path, TARGET)
         self._fd: int | None = None
         try:
@@ -159,6 +167,7 @@ class StagingDir:
             _live.discard(self.path)
         try:
             remove_tree(self.path)
+            remove_root_if_empty(os.path.dirname(self.path))
         finally:
             if self._fd is not None:
                 os.close(self._fd)
@@ -219,6 +228,7 @@ def release(target: str) -> None:
     if os.path.basename(os.path.dirname(parent)) != STAGING_DIR:
         raise ValueError(f"{target!r} is not a staging directory")
     remove_tree(parent)
+    remove_root_if_empty(os.path.dirname(parent))
 
 
 # ---------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from typing import Final
 
-__all__ = ["STAGING_DIR", "STAGING_LOCK", "prune_staging"]
+__all__ = ["STAGING_DIR", "STAGING_LOCK", "prune_staging", "remove_root_if_empty"]
 
 STAGING_DIR: Final = "staging"
 STAGING_LOCK: Final = "staging.lock"
@@ -36,6 +36,16 @@ _FLOCK: Final = "hhxxxxqqixxxx"  # struct flock on 64-bit Linux
 # layerstore.staging adds and removes them
 _live: set[str] = set()
 _live_mutex = _thread.allocate_lock()
+
+
+def remove_root_if_empty(root: str) -> None:
+    """Remove the staging root once nothing is staged in it, so that a store we imported
+    into (or failed to) has no directory Go's would not have. A concurrent creator that
+    loses its root this way makes it again (:class:`StagingDir`)."""
+    try:
+        os.rmdir(root)
+    except OSError:  # not empty (another import is staging), or already gone
+        return
 
 
 def prune_staging(roots: Iterable[str]) -> list[str]:
@@ -59,6 +69,8 @@ def prune_staging(roots: Iterable[str]) -> list[str]:
                     "removing abandoned staging directory %s", path
                 )
                 removed.append(path)
+        if removed:
+            remove_root_if_empty(root)
     return removed
 
 
