@@ -11,6 +11,7 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "extract/extractor.h"
 #include "extract/safe_path.h"
@@ -262,6 +263,124 @@ void test_overlay_whiteouts() {
   CHECK(lstat_ok(L.path, &st) && (st.st_mode & 07777) == 0755);
 }
 
+TarHeader F(const std::string& name, const std::string& data, int64_t mode = 0644) {
+  TarHeader h = H('0', name, mode);
+  h.size = static_cast<int64_t>(data.size());
+  return h;
+}
+
+// Entries that meet a file the write-behind worker may not have created yet: each must see
+// the layer as if every earlier entry were done (what extracting in order gives).
+void test_entries_meeting_queued_files() {
+  Layer L("queued");
+  {
+    Extractor x(L.fd, base_opts());
+    x.apply(F("a", "first"), data_of("first"));
+    x.apply(F("a", "second!"), data_of("second!"));  // the same path again: replaced
+    x.apply(F("h", "linked"), data_of("linked"));
+    TarHeader link = H('1', "h2");
+    link.linkname = "h";
+    x.apply(link, kNoData);  // a hard link to a queued file
+    x.apply(F("gone", "x"), data_of("x"));
+    x.apply(H('0', ".wh.gone"), kNoData);  // a whiteout of a queued file
+    x.apply(F("q/r", "in q"), data_of("in q"));
+    x.apply(H('5', "q", 0711), kNoData);  // the directory after its file
+    x.apply(H('5', "d"), kNoData);
+    TarHeader s = H('2', "d/s");
+    s.linkname = "/nowhere";
+    x.apply(s, kNoData);
+    x.apply(F("d", "replaces the directory"), data_of("replaces the directory"));
+    x.finish();
+  }
+  struct stat st;
+  CHECK(read_file(L / "a") == "second!");
+  CHECK(read_file(L / "h2") == "linked");
+  CHECK(lstat_ok(L / "h", &st) && st.st_nlink == 2);
+  CHECK(!lstat_ok(L / "gone", &st));
+  CHECK(read_file(L / "q/r") == "in q");
+  CHECK(lstat_ok(L / "q", &st) && S_ISDIR(st.st_mode) && (st.st_mode & 07777) == 0711);
+  CHECK(read_file(L / "d") == "replaces the directory");
+  // A file below a queued file: its parent is not a directory, as in order.
+  Layer M("queued-parent");
+  Extractor y(M.fd, base_opts());
+  y.apply(F("f", "file"), data_of("file"));
+  bool threw = false;
+  try {
+    y.apply(F("f/g", "below"), data_of("below"));
+    y.finish();
+  } catch (const ArchiveError&) {
+    threw = true;
+  }
+  CHECK(threw);
+  CHECK(read_file(M / "f") == "file");
+}
+
+// Entries that reach a queued file through a symlink (the path differs, the file is the
+// same): the layer must come out as extracting in order gives.
+void test_symlinks_into_queued_files() {
+  Layer L("queued-alias");
+  {
+    Extractor x(L.fd, base_opts());
+    x.apply(H('5', "a"), kNoData);
+    TarHeader s = H('2', "s");
+    s.linkname = "a";
+    x.apply(s, kNoData);
+    TarHeader abs = H('2', "t");
+    abs.linkname = "/a";
+    x.apply(abs, kNoData);
+    x.apply(F("a/f", "queued"), data_of("queued"));
+    x.apply(H('5', "s/f", 0700), kNoData);  // replaces the file a/f with a directory
+    x.apply(F("a/g", "queued too"), data_of("queued too"));
+    x.apply(F("t/g", "replaced"), data_of("replaced"));  // the same file again
+    x.apply(F("a/d/h", "deep"), data_of("deep"));
+    x.apply(F("s/d/h", "deeper"), data_of("deeper"));
+    x.finish();
+  }
+  struct stat st;
+  CHECK(lstat_ok(L / "a/f", &st) && S_ISDIR(st.st_mode) && (st.st_mode & 07777) == 0700);
+  CHECK(read_file(L / "a/g") == "replaced");
+  CHECK(read_file(L / "a/d/h") == "deeper");
+  CHECK(lstat_ok(L / "s", &st) && S_ISLNK(st.st_mode));
+}
+
+// Many files of mixed sizes (empty, tiny, up to the 1 MiB write-behind limit and past it),
+// ~40 MiB in all: the write-behind ring (8 MiB) wraps and fills many times over. Every file
+// must come out with its own bytes, mode and mtime.
+void test_many_files_through_the_ring() {
+  Layer L("ring");
+  std::vector<std::string> contents;
+  {
+    Extractor x(L.fd, base_opts());
+    uint64_t seed = 12345;
+    for (int i = 0; i < 160; ++i) {
+      seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+      size_t size;
+      switch (i % 8) {
+        case 0: size = 0; break;
+        case 1: size = (seed >> 33) % 100; break;
+        case 2: size = (1 << 20) - (seed >> 40) % 3; break;  // at the limit
+        case 3: size = (1 << 20) + 1 + (seed >> 40) % 4096;  break;  // written inline
+        default: size = (seed >> 33) % (700 << 10); break;
+      }
+      std::string data(size, '\0');
+      for (size_t k = 0; k < size; ++k) data[k] = static_cast<char>((k * 131 + i * 7) >> 3);
+      TarHeader h = H('0', "f" + std::to_string(i), 0640 + (i % 2));
+      h.size = static_cast<int64_t>(size);
+      h.mtime = TarTime{1000000000 + i, 0, true};
+      x.apply(h, data_of(data));
+      contents.push_back(std::move(data));
+    }
+    x.finish();
+  }
+  for (size_t i = 0; i < contents.size(); ++i) {
+    const std::string p = L / ("f" + std::to_string(i));
+    CHECK(read_file(p) == contents[i]);
+    struct stat st;
+    CHECK(lstat_ok(p, &st) && (st.st_mode & 07777) == 0640 + (i % 2));
+    CHECK(st.st_mtim.tv_sec == static_cast<time_t>(1000000000 + i));
+  }
+}
+
 }  // namespace
 
 int main() {
@@ -277,6 +396,9 @@ int main() {
     test_paths_stay_inside();
     test_vfs_whiteouts();
     test_overlay_whiteouts();
+    test_many_files_through_the_ring();
+    test_entries_meeting_queued_files();
+    test_symlinks_into_queued_files();
   }
   std::string rm = "rm -rf " + g_top;
   if (std::system(rm.c_str()) != 0) return 2;

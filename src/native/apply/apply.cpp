@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -33,6 +34,22 @@ namespace {
 constexpr size_t kDetectBytes = 10240;  // Go reads this much once to detect the format
 constexpr size_t kMagicBytes = 6;       // the longest magic detect_compression looks at
 constexpr int kQuietMs = 10;  // a pipe silent this long: pass on the partial block
+
+// The reader and the tar hash only have to keep up (their queues make the decompressor
+// wait when they fall behind); the decompressor, the extractor and its file writer are the
+// chain every byte goes through. On two cores the chain should not give up half a core to
+// them whenever all are runnable: these two threads run at a lower priority (lowering
+// needs no privilege). Measured on the rootfs: -3% wall; on the writer too it cost the
+// 50k-small-files import 5%. Other processes' commands also get in ahead of them.
+constexpr int kBackgroundNice = 8;
+
+void run_in_background() {
+  const id_t tid = static_cast<id_t>(gettid());
+  errno = 0;
+  const int cur = getpriority(PRIO_PROCESS, tid);
+  if (cur == -1 && errno != 0) return;
+  setpriority(PRIO_PROCESS, tid, std::min(cur + kBackgroundNice, 19));
+}
 
 bool is_sha256_digest(const std::string& d) {
   if (d.size() != 7 + 64 || d.compare(0, 7, "sha256:") != 0) return false;
@@ -70,7 +87,7 @@ class SourceInput : public Input {
     BlockPtr b = pool.get();
     size_t len = 0;
     while (len < want) {
-      size_t r = src_.read(b->storage.data() + len, want - len);
+      size_t r = src_.read(b->storage + len, want - len);
       if (r == 0) break;
       len += r;
     }
@@ -89,17 +106,43 @@ ArchiveError truncated_input(uint64_t got, uint64_t expected) {
                       " bytes while it was being read");
 }
 
+// Asks the kernel to start reading a regular file's next window while we process this
+// one: a file partly evicted from the page cache is then fetched in big asynchronous
+// batches ahead of us, not one synchronous fault per hole.
+class Readahead {
+ public:
+  Readahead(int fd, off_t start, uint64_t len) : fd_(fd), start_(start), len_(len) {}
+  // We are at offset `at` (from start): keep the next window requested.
+  void at(uint64_t at) {
+    if (at + kWindow / 2 < advised_ || advised_ >= len_) return;
+    const uint64_t from = std::max(advised_, at);
+    const uint64_t n = std::min<uint64_t>(len_ - from, kWindow);
+    posix_fadvise(fd_, start_ + static_cast<off_t>(from), static_cast<off_t>(n),
+                  POSIX_FADV_WILLNEED);
+    advised_ = from + n;
+  }
+
+ private:
+  static constexpr uint64_t kWindow = 32u << 20;
+  int fd_;
+  off_t start_;
+  uint64_t len_;
+  uint64_t advised_ = 0;
+};
+
 // A regular file, read(2) into the blocks from its current offset. Not mapped: a file
 // truncated while we read it is a short read and an ordinary error, never SIGBUS. The
 // blocks come from the pool, so the input adds nothing to our RSS however big it is.
 class FileInput : public Input {
  public:
-  FileInput(int fd, uint64_t expected) : fd_(fd), expected_(expected) {}
+  FileInput(int fd, off_t start, uint64_t expected)
+      : fd_(fd), expected_(expected), readahead_(fd, start, expected) {}
   BlockPtr next(BlockPool& pool, size_t want, size_t /*min*/) override {
+    readahead_.at(got_);
     BlockPtr b = pool.get();
     size_t len = 0;
     while (len < want) {
-      ssize_t r = ::read(fd_, b->storage.data() + len, want - len);
+      ssize_t r = ::read(fd_, b->storage + len, want - len);
       if (r < 0) {
         if (errno == EINTR) continue;
         throw std::system_error(errno, std::generic_category(), "read");
@@ -120,6 +163,7 @@ class FileInput : public Input {
   int fd_;
   uint64_t expected_;  // bytes from the start offset to the end the file had at the start
   uint64_t got_ = 0;
+  Readahead readahead_;
 };
 
 // A pipe, socket or device fd. Every read waits in poll() together with an eventfd that
@@ -149,7 +193,7 @@ class StreamFdInput : public Input {
         b->idle = true;
         break;
       }
-      ssize_t r = ::read(fd_, b->storage.data() + len, want - len);
+      ssize_t r = ::read(fd_, b->storage + len, want - len);
       if (r < 0) {
         if (errno == EINTR || errno == EAGAIN) continue;
         throw std::system_error(errno, std::generic_category(), "read");
@@ -182,15 +226,25 @@ class StreamFdInput : public Input {
 };
 
 // Decompressed bytes into blocks, each handed to every output queue (and an inline hash).
-class BlockWriter : public ByteSink {
+// The decompressor writes straight into the current block (SpanSink).
+class BlockWriter : public SpanSink {
  public:
   BlockWriter(BlockPool& pool, std::vector<BlockQueue*> outs, Sha256* hash)
       : pool_(pool), outs_(std::move(outs)), hash_(hash) {}
+  uint8_t* space(size_t* n) override {
+    if (!cur_) cur_ = pool_.get();
+    *n = pool_.block_size() - cur_->len;
+    return cur_->storage + cur_->len;
+  }
+  void commit(size_t n) override {
+    cur_->len += n;
+    if (cur_->len == pool_.block_size()) flush();
+  }
   void write(const uint8_t* p, size_t n) override {
     while (n > 0) {
       if (!cur_) cur_ = pool_.get();
       size_t k = std::min(n, pool_.block_size() - cur_->len);
-      std::memcpy(cur_->storage.data() + cur_->len, p, k);
+      std::memcpy(cur_->storage + cur_->len, p, k);
       cur_->len += k;
       p += k;
       n -= k;
@@ -346,6 +400,7 @@ ApplyResult run(Input& in, int root_dirfd, const ApplyOptions& options,
   BlockQueue& reader_out = compressed ? q_in : q_tar;
 
   std::thread reader([&] {
+    run_in_background();
     guard(0, [&] {
       BlockPtr b = std::move(first);
       while (b) {
@@ -378,6 +433,7 @@ ApplyResult run(Input& in, int root_dirfd, const ApplyOptions& options,
     });
     if (hash_thread) {
       hasher = std::thread([&] {
+        run_in_background();
         guard(2, [&] {
           hash_blocks(q_hash, tar_hash);
         });
@@ -585,7 +641,9 @@ ApplyResult run_file_uncompressed(int fd, off_t start, uint64_t len, int root_di
       try {
         constexpr size_t kChunk = 4 << 20;
         std::unique_ptr<uint8_t[]> buf(new uint8_t[kChunk]);
+        Readahead readahead(fd, start, len);
         for (uint64_t off = 0; off < len && !cancelled;) {
+          readahead.at(off);
           const size_t want = static_cast<size_t>(std::min<uint64_t>(len - off, kChunk));
           ssize_t r = pread(fd, buf.get(), want, start + static_cast<off_t>(off));
           if (r < 0) {
@@ -641,7 +699,7 @@ ApplyResult apply_layer_fd(int fd, int root_dirfd, const ApplyOptions& options,
     ssize_t n = expected > 0 ? pread(fd, head, sizeof(head), pos) : 0;
     if (n > 0 && detect_compression(head, static_cast<size_t>(n)) == Compression::kNone)
       return run_file_uncompressed(fd, pos, expected, root_dirfd, options, tarsplit_gz_out);
-    FileInput in(fd, expected);
+    FileInput in(fd, pos, expected);
     return run(in, root_dirfd, options, tarsplit_gz_out);
   }
   StreamFdInput in(fd);

@@ -15,8 +15,10 @@
 // so a failure anywhere returns promptly even while the writer keeps the pipe open and
 // silent; a partial block is passed on when the pipe goes quiet.
 //
-// For uncompressed input one hash serves as both digests. Small files are written by the
-// extractor's write-behind thread (extract/file_writer.h).
+// For uncompressed input one hash serves as both digests. Small files are created and
+// written by the extractor's write-behind thread (extract/file_writer.h). The reader and
+// the tar hash run at a lower priority than the decompressor and the extractor. gzip and
+// zstd decompress straight into the queue's blocks; the blocks come from one mapping.
 #pragma once
 
 #include <cstddef>

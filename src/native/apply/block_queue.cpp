@@ -1,8 +1,26 @@
 #include "apply/block_queue.h"
 
+#include <sys/mman.h>
+
+#include <algorithm>
 #include <utility>
 
 namespace layerstore {
+
+BlockPool::BlockPool(size_t block_size, size_t reserve_blocks) : block_size_(block_size) {
+  constexpr size_t kMaxSlab = 64 << 20;  // address space, not memory: pages come on use
+  reserve_blocks = std::min(reserve_blocks, kMaxSlab / std::max<size_t>(block_size, 1));
+  if (reserve_blocks == 0) return;
+  void* p = mmap(nullptr, block_size * reserve_blocks, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return;  // every block then comes from the heap
+  slab_ = static_cast<uint8_t*>(p);
+  slab_blocks_ = reserve_blocks;
+}
+
+BlockPool::~BlockPool() {
+  if (slab_ != nullptr) munmap(slab_, block_size_ * slab_blocks_);
+}
 
 BlockPtr BlockPool::get() {
   Block* b = nullptr;
@@ -11,13 +29,19 @@ BlockPtr BlockPool::get() {
     if (!free_.empty()) {
       b = free_.back().release();
       free_.pop_back();
+    } else if (carved_ < slab_blocks_) {
+      b = new Block;
+      b->storage = slab_ + block_size_ * carved_++;
     }
   }
   if (b == nullptr) {
+    std::unique_ptr<uint8_t[]> mem(new uint8_t[block_size_]);
     b = new Block;
-    b->storage.resize(block_size_);
+    b->storage = mem.get();
+    std::lock_guard<std::mutex> lk(mu_);
+    extra_.push_back(std::move(mem));
   }
-  b->data = b->storage.data();
+  b->data = b->storage;
   b->len = 0;
   b->idle = false;
   return BlockPtr(b, [this](Block* x) { put(x); });

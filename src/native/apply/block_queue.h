@@ -17,7 +17,7 @@ namespace layerstore {
 struct PipelineCancelled {};
 
 struct Block {
-  std::vector<uint8_t> storage;
+  uint8_t* storage = nullptr;  // block_size bytes, owned by the pool
   const uint8_t* data = nullptr;
   size_t len = 0;
   // Cut short because its producer is about to wait for more input (a pipe went quiet):
@@ -26,9 +26,15 @@ struct Block {
 };
 using BlockPtr = std::shared_ptr<Block>;
 
+// The first reserve_blocks blocks are carved from one mapping made up front (its pages
+// are touched only when used): no malloc, and so no mmap()/munmap() taking the address
+// space lock, while the stages run and fault their pages in.
 class BlockPool {
  public:
-  explicit BlockPool(size_t block_size) : block_size_(block_size) {}
+  explicit BlockPool(size_t block_size, size_t reserve_blocks = 16);
+  ~BlockPool();
+  BlockPool(const BlockPool&) = delete;
+  BlockPool& operator=(const BlockPool&) = delete;
   size_t block_size() const { return block_size_; }
   // A block with storage of block_size bytes, len 0; returns to the pool when released.
   BlockPtr get();
@@ -36,8 +42,12 @@ class BlockPool {
  private:
   void put(Block* b);
   size_t block_size_;
+  uint8_t* slab_ = nullptr;
+  size_t slab_blocks_ = 0;
+  size_t carved_ = 0;
   std::mutex mu_;
   std::vector<std::unique_ptr<Block>> free_;
+  std::vector<std::unique_ptr<uint8_t[]>> extra_;  // storage beyond the slab
 };
 
 // Wake-ups are batched: a producer that found the queue full sleeps until it is half

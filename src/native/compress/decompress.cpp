@@ -78,16 +78,26 @@ class GzipDecompressor final : public Decompressor {
   }
 
   // Inflates from `in` until the member ends or the input is used up; returns bytes used.
+  // ISA-L keeps the window it needs in its own state, so the output may go anywhere.
   size_t run(const uint8_t* in, size_t n, ByteSink& out) {
     inflate_state* s = state_.get();
+    SpanSink* span = dynamic_cast<SpanSink*>(&out);
     s->next_in = const_cast<uint8_t*>(in);
     s->avail_in = static_cast<uint32_t>(n);
     for (;;) {
-      s->next_out = out_.data();
-      s->avail_out = static_cast<uint32_t>(out_.size());
+      size_t room = out_.size();
+      uint8_t* dst = span != nullptr ? span->space(&room) : out_.data();
+      room = std::min(room, size_t{1} << 30);
+      s->next_out = dst;
+      s->avail_out = static_cast<uint32_t>(room);
       int ret = isal_inflate(s);
-      size_t produced = out_.size() - s->avail_out;
-      if (produced) out.write(out_.data(), produced);
+      size_t produced = room - s->avail_out;
+      if (produced) {
+        if (span != nullptr)
+          span->commit(produced);
+        else
+          out.write(dst, produced);
+      }
       if (ret < 0) fail(ret, n - s->avail_in);
       if (s->block_state == ISAL_BLOCK_FINISH) {
         in_member_ = false;
@@ -95,7 +105,7 @@ class GzipDecompressor final : public Decompressor {
         consumed_ += used;
         return used;
       }
-      if (s->avail_in == 0 && produced < out_.size()) break;
+      if (s->avail_in == 0 && produced < room) break;
     }
     consumed_ += n;
     return n;
@@ -131,12 +141,20 @@ class ZstdDecompressor final : public Decompressor {
 
   void feed(const uint8_t* in, size_t n, ByteSink& out) override {
     if (n == 0) return;
+    SpanSink* span = dynamic_cast<SpanSink*>(&out);
     ZSTD_inBuffer ib{in, n, 0};
     for (;;) {
-      ZSTD_outBuffer ob{out_.data(), out_.size(), 0};
+      size_t room = out_.size();
+      uint8_t* dst = span != nullptr ? span->space(&room) : out_.data();
+      ZSTD_outBuffer ob{dst, room, 0};
       size_t r = ZSTD_decompressStream(ds_, &ob, &ib);
       if (ZSTD_isError(r)) throw ArchiveError(std::string("zstd: ") + ZSTD_getErrorName(r));
-      if (ob.pos) out.write(out_.data(), ob.pos);
+      if (ob.pos) {
+        if (span != nullptr)
+          span->commit(ob.pos);
+        else
+          out.write(dst, ob.pos);
+      }
       last_ = r;
       any_ = true;
       if (ib.pos == ib.size && ob.pos < ob.size) break;

@@ -12,6 +12,16 @@
 
 namespace layerstore {
 
+// A sink that lends its own memory: gzip and zstd decompress straight into it instead of
+// into a buffer of their own that is then copied by write().
+class SpanSink : public ByteSink {
+ public:
+  // Writable space of at least one byte; its size in *n. Valid until the next call.
+  virtual uint8_t* space(size_t* n) = 0;
+  // The first n bytes of the last space() were filled.
+  virtual void commit(size_t n) = 0;
+};
+
 class Decompressor {
  public:
   static std::unique_ptr<Decompressor> create(Compression c);

@@ -1,6 +1,7 @@
 #include "extract/extractor.h"
 
 #include <fcntl.h>
+#include <linux/openat2.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -130,6 +131,7 @@ Extractor::Extractor(int root_dirfd, ExtractOptions opts)
     root_gid_ = map_to_host(0, opts_.gid_map);
   }
   if (opts_.write_behind) writer_ = std::make_unique<FileWriter>(kWriteBehindQueue);
+  root_ref_ = std::make_shared<DirRef>(root_fd_, false);
 }
 
 Extractor::~Extractor() {
@@ -140,8 +142,7 @@ Extractor::~Extractor() {
 }
 
 void Extractor::drop_parent_cache() {
-  if (cached_.fd >= 0 && cached_.fd != root_fd_) close(cached_.fd);
-  cached_ = Parent{};
+  cached_ = Parent{};  // the fd closes when no queued job needs it any more
   cached_path_.clear();
   cache_dirty_ = false;
 }
@@ -183,12 +184,23 @@ Extractor::Parent Extractor::parent_dir(const std::vector<std::string>& comps) {
   if (n == 0) {
     struct stat st;
     if (fstat(root_fd_, &st) != 0) fail("stat", ".", errno);
-    return Parent{root_fd_, (st.st_mode & S_ISGID) != 0, st.st_gid};
+    return Parent{root_fd_, (st.st_mode & S_ISGID) != 0, st.st_gid, root_ref_};
   }
   const std::string rel = join_components(comps, n);
   if (cached_.fd >= 0 && cached_path_ == rel) return cached_;
   drop_parent_cache();
-  int fd = open_in_root(root_fd_, rel, O_RDONLY | O_DIRECTORY);
+  int fd;
+  if (!pending_order_.empty()) {
+    // A symlink on the way may lead to files the writer has queued under another path
+    // (touches_pending compares paths only): through a symlink, only once they are done.
+    fd = open_in_root(root_fd_, rel, O_RDONLY | O_DIRECTORY, RESOLVE_NO_SYMLINKS);
+    if (fd == -ELOOP) {
+      settle();
+      fd = open_in_root(root_fd_, rel, O_RDONLY | O_DIRECTORY);
+    }
+  } else {
+    fd = open_in_root(root_fd_, rel, O_RDONLY | O_DIRECTORY);
+  }
   if (fd == -ENOENT) fd = make_parents(comps, n);
   if (fd < 0) {
     Parent p;
@@ -201,9 +213,62 @@ Extractor::Parent Extractor::parent_dir(const std::vector<std::string>& comps) {
     close(fd);
     fail("stat", rel, e);
   }
-  cached_ = Parent{fd, (st.st_mode & S_ISGID) != 0, st.st_gid};
+  cached_ = Parent{fd, (st.st_mode & S_ISGID) != 0, st.st_gid, std::make_shared<DirRef>(fd, true)};
   cached_path_ = rel;
   return cached_;
+}
+
+bool Extractor::touches_pending(const TarHeader& entry, const std::vector<std::string>& comps,
+                                const std::string& rel, const std::string& base) const {
+  if (entry.typeflag == '1' || entry.typeflag == 'g' || starts_with(base, kWhiteoutPrefix))
+    return true;  // links and removals: everything queued first
+  const uint64_t done = writer_->completed();
+  auto queued = [done](const std::unordered_map<std::string, uint64_t>& m,
+                       const std::string& k) {
+    auto it = m.find(k);
+    return it != m.end() && it->second >= done;
+  };
+  if (queued(pending_files_, rel) || queued(pending_dirs_, rel)) return true;
+  std::string prefix;
+  for (size_t i = 0; i + 1 < comps.size(); ++i) {
+    if (i > 0) prefix += '/';
+    prefix += comps[i];
+    if (queued(pending_files_, prefix)) return true;
+  }
+  return false;
+}
+
+void Extractor::note_pending(const std::string& rel, const std::vector<std::string>& comps,
+                             uint64_t job) {
+  pending_files_[rel] = job;
+  std::string prefix;
+  for (size_t i = 0; i + 1 < comps.size(); ++i) {
+    if (i > 0) prefix += '/';
+    prefix += comps[i];
+    pending_dirs_[prefix] = job;
+  }
+  pending_order_.emplace_back(job, rel);
+  // Forget finished jobs (they finish in order), so the maps hold only what is queued.
+  const uint64_t done = writer_->completed();
+  while (!pending_order_.empty() && pending_order_.front().first < done) {
+    const std::string& r = pending_order_.front().second;
+    auto it = pending_files_.find(r);
+    if (it != pending_files_.end() && it->second < done) pending_files_.erase(it);
+    size_t slash = r.size();
+    while ((slash = r.rfind('/', slash - 1)) != std::string::npos && slash > 0) {
+      auto d = pending_dirs_.find(r.substr(0, slash));
+      if (d != pending_dirs_.end() && d->second < done) pending_dirs_.erase(d);
+    }
+    pending_order_.pop_front();
+  }
+}
+
+void Extractor::settle() {
+  writer_->barrier();
+  pending_files_.clear();
+  pending_dirs_.clear();
+  pending_order_.clear();
+  drop_parent_cache();  // a file the worker created may have replaced a cached directory
 }
 
 void Extractor::apply(const TarHeader& entry, const DataReader& entry_data) {
@@ -213,6 +278,7 @@ void Extractor::apply(const TarHeader& entry, const DataReader& entry_data) {
   const bool is_root = comps.empty();
   const std::string rel = join_components(comps, comps.size());
   const std::string base = is_root ? "/" : comps.back();
+  if (!pending_order_.empty() && touches_pending(entry, comps, rel, base)) settle();
 
   // Parent directories exist (Go: Lstat(parent) / MkdirAll) for everything but "/".
   Parent parent{root_fd_, false, 0};
@@ -340,6 +406,34 @@ void Extractor::apply(const TarHeader& entry, const DataReader& entry_data) {
 
   // A hard link's metadata lands on an inode that may still be pending in the worker.
   if (type == '1' && writer_) writer_->barrier();
+  if (type == '0' && writer_ && hdr.size >= 0 && hdr.size <= kWriteBehindMax &&
+      static_cast<size_t>(hdr.size) <= writer_->max_file()) {
+    // Small file: the worker creates, writes and finishes it (nothing queued is in the
+    // way, see touches_pending). A fresh inode is ours, with the parent's group when the
+    // parent is setgid.
+    node.owner_known = true;
+    node.cur_uid = euid_;
+    node.cur_gid = parent.setgid ? parent.gid : egid_;
+    FileJob job;
+    job.dir = parent.ref;
+    job.base = base;
+    job.rel = rel;
+    writer_->reserve(job, static_cast<size_t>(hdr.size));
+    size_t got = 0;
+    while (got < job.size) {
+      size_t n = data(job.data + got, job.size - got);
+      if (n == 0) break;
+      got += n;
+    }
+    job.size = got;
+    job.meta = file_meta(node, hdr);
+    note_pending(rel, comps, writer_->submit(std::move(job)));
+    // The worker replaces whatever is at rel (a directory too): never resolve under it
+    // through the cache again.
+    if (cached_path_ == rel || starts_with(cached_path_, rel + "/")) drop_parent_cache();
+    if (vfs_) unpacked_.insert(rel);
+    return;
+  }
   create(node, hdr);
   // A fresh inode belongs to us, with the parent's group when the parent is setgid.
   if (!node.owner_known) {
@@ -347,28 +441,7 @@ void Extractor::apply(const TarHeader& entry, const DataReader& entry_data) {
     node.cur_uid = euid_;
     node.cur_gid = parent.setgid ? parent.gid : egid_;
   }
-  if (type == '0') {
-    if (writer_ && hdr.size >= 0 && hdr.size <= kWriteBehindMax) {
-      FileJob job;
-      job.rel = rel;
-      job.data = writer_->take_buffer();
-      job.data.resize(static_cast<size_t>(hdr.size));
-      size_t got = 0;
-      while (got < job.data.size()) {
-        size_t n = data(job.data.data() + got, job.data.size() - got);
-        if (n == 0) break;
-        got += n;
-      }
-      job.data.resize(got);
-      job.meta = file_meta(node, hdr);
-      job.fd = node.fd;
-      node.fd = -1;  // the worker closes it
-      writer_->submit(std::move(job));
-      if (vfs_) unpacked_.insert(rel);
-      return;
-    }
-    write_data(node, data);
-  }
+  if (type == '0') write_data(node, data);
   set_metadata(node, hdr);
   if (entry.typeflag == '5') dirs_.push_back(DirTimes{rel, hdr.atime, hdr.mtime});
   if (vfs_) unpacked_.insert(rel);

@@ -9,11 +9,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "extract/file_writer.h"
@@ -56,6 +58,7 @@ class Extractor {
     int fd = -1;
     bool setgid = false;
     gid_t gid = 0;
+    std::shared_ptr<DirRef> ref;  // keeps fd open for jobs queued in it
   };
   struct DirTimes {
     std::string path;
@@ -73,6 +76,12 @@ class Extractor {
   Parent parent_dir(const std::vector<std::string>& comps);
   int make_parents(const std::vector<std::string>& comps, size_t n);
   void drop_parent_cache();
+  // Regular files the write-behind worker has yet to create: an entry at one of their
+  // paths, below one, or above one (or any removal) waits until they exist.
+  bool touches_pending(const TarHeader& entry, const std::vector<std::string>& comps,
+                       const std::string& rel, const std::string& base) const;
+  void note_pending(const std::string& rel, const std::vector<std::string>& comps, uint64_t job);
+  void settle();  // waits for every queued file; forgets what may have changed
   void removed_something() { cache_dirty_ = true; }
   void create(Node& node, const TarHeader& hdr);  // the inode, not its data
   void write_data(Node& node, const DataReader& data);
@@ -100,6 +109,11 @@ class Extractor {
   std::unordered_map<std::string, AufsLink> aufs_links_;  // .wh..wh.plnk/<base>
   std::vector<uint8_t> buffer_;
   std::unique_ptr<FileWriter> writer_;
+  std::shared_ptr<DirRef> root_ref_;
+  // path -> number of the last queued job creating it (files) or something below it (dirs)
+  std::unordered_map<std::string, uint64_t> pending_files_;
+  std::unordered_map<std::string, uint64_t> pending_dirs_;
+  std::deque<std::pair<uint64_t, std::string>> pending_order_;  // to forget finished jobs
 };
 
 }  // namespace layerstore

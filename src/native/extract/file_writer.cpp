@@ -1,12 +1,16 @@
 #include "extract/file_writer.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include "extract/path_error.h"
+#include "extract/safe_path.h"
 #include "tar/errors.h"
 
 namespace layerstore {
@@ -64,8 +68,37 @@ void apply_fd_metadata(int fd, const std::string& rel, const FileMeta& m) {
   if (futimens(fd, m.times) != 0) throw_path_failure("chtimes", rel, errno);
 }
 
-FileWriter::FileWriter(size_t max_queued_bytes)
-    : max_queued_bytes_(max_queued_bytes), thread_([this] { run(); }) {}
+DirRef::~DirRef() {
+  if (owned && fd >= 0) close(fd);
+}
+
+namespace {
+
+// The file of a job that the extractor left to the worker to create: like the extractor's
+// create() for a regular file (remove what is there and retry once on EEXIST).
+int create_job_file(const FileJob& job) {
+  const int dirfd = job.dir->fd;
+  const char* base = job.base.c_str();
+  constexpr int kFlags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+  int fd = openat(dirfd, base, kFlags, 0600);
+  if (fd < 0 && errno == EEXIST) {
+    struct stat st;
+    if (fstatat(dirfd, base, &st, AT_SYMLINK_NOFOLLOW) != 0)
+      throw_path_failure("lstat", job.rel, errno);
+    int rr = remove_all_at(dirfd, job.base);
+    if (rr < 0) throw_path_failure("remove", job.rel, -rr);
+    fd = openat(dirfd, base, kFlags, 0600);
+  }
+  if (fd < 0) throw_path_failure("open", job.rel, errno);
+  return fd;
+}
+
+}  // namespace
+
+FileWriter::FileWriter(size_t ring_bytes)
+    : capacity_(std::max<size_t>(ring_bytes, 4096)),
+      ring_(new uint8_t[capacity_]),
+      thread_([this] { run(); }) {}
 
 FileWriter::~FileWriter() {
   {
@@ -78,36 +111,75 @@ FileWriter::~FileWriter() {
     if (j.fd >= 0) close(j.fd);
 }
 
-std::vector<uint8_t> FileWriter::take_buffer() {
-  std::lock_guard<std::mutex> lk(mu_);
-  if (spare_.empty()) return {};
-  std::vector<uint8_t> b = std::move(spare_.back());
-  spare_.pop_back();
-  return b;
-}
-
 void FileWriter::rethrow_locked() {
   if (error_) std::rethrow_exception(error_);
 }
 
-void FileWriter::submit(FileJob&& job) {
+// Where n bytes go: after the newest reservation, or at the start of the ring when they
+// do not fit before its end (the bytes skipped are charged to this job, so the ring is
+// always one run of held bytes, freed from its oldest end).
+bool FileWriter::fits(size_t n, size_t* off, size_t* charge) const {
+  if (n == 0 || used_ == 0) {  // an empty file holds nothing
+    *off = used_ == 0 ? 0 : head_;
+    *charge = n;
+    return n <= capacity_;
+  }
+  const size_t tail = (head_ + capacity_ - used_ % capacity_) % capacity_;
+  if (used_ < capacity_ && head_ >= tail) {  // free: [head, end) and [0, tail)
+    if (capacity_ - head_ >= n) {
+      *off = head_;
+      *charge = n;
+      return true;
+    }
+    if (tail >= n) {
+      *off = 0;
+      *charge = capacity_ - head_ + n;
+      return true;
+    }
+    return false;
+  }
+  if (used_ < capacity_ && tail - head_ >= n) {  // free: [head, tail)
+    *off = head_;
+    *charge = n;
+    return true;
+  }
+  return false;
+}
+
+void FileWriter::reserve(FileJob& job, size_t n) {
   std::unique_lock<std::mutex> lk(mu_);
-  if (!error_ && queued_bytes_ > 0 && queued_bytes_ + job.data.size() > max_queued_bytes_) {
-    // Full: sleep until the worker has written half of it (one wake-up per burst).
+  size_t off = 0;
+  size_t charge = 0;
+  if (!error_ && !fits(n, &off, &charge)) {
+    // Full: sleep until the worker has written half of it (one wake-up per burst); then
+    // any n <= max_file() fits.
     producer_waiting_ = true;
-    done_.wait(lk, [&] { return error_ || queued_bytes_ <= max_queued_bytes_ / 2; });
+    if (worker_idle_) work_.notify_one();
+    done_.wait(lk, [&] { return error_ || fits(n, &off, &charge); });
     producer_waiting_ = false;
   }
+  rethrow_locked();
+  if (used_ == 0) head_ = 0;
+  job.data = ring_.get() + off;
+  job.size = n;
+  job.charge = charge;
+  head_ = (off + n) % capacity_;
+  used_ += charge;
+}
+
+uint64_t FileWriter::submit(FileJob&& job) {
+  std::unique_lock<std::mutex> lk(mu_);
   if (error_) {
-    close(job.fd);
+    if (job.fd >= 0) close(job.fd);
+    job.fd = -1;
     rethrow_locked();
   }
-  queued_bytes_ += job.data.size();
   ++in_flight_;
   jobs_.push_back(std::move(job));
   // Wake an idle worker only once a batch has gathered.
-  if (worker_idle_ && (jobs_.size() >= kWakeJobs || queued_bytes_ >= max_queued_bytes_ / 4))
+  if (worker_idle_ && (jobs_.size() >= kWakeJobs || used_ >= capacity_ / 4))
     work_.notify_one();
+  return submitted_++;
 }
 
 void FileWriter::barrier() {
@@ -128,7 +200,7 @@ void FileWriter::run() {
       worker_idle_ = true;
       work_.wait(lk, [&] {
         return stop_ || (!jobs_.empty() && (jobs_.size() >= kWakeJobs || barrier_waiting_ ||
-                                            queued_bytes_ >= max_queued_bytes_ / 4));
+                                            producer_waiting_ || used_ >= capacity_ / 4));
       });
       worker_idle_ = false;
     }
@@ -141,22 +213,21 @@ void FileWriter::run() {
     std::exception_ptr err;
     if (!failed) {
       try {
-        write_all(job.fd, job.data.data(), job.data.size(), job.rel);
+        if (job.fd < 0 && job.dir) job.fd = create_job_file(job);
+        write_all(job.fd, job.data, job.size, job.rel);
         apply_fd_metadata(job.fd, job.rel, job.meta);
       } catch (...) {
         err = std::current_exception();
       }
     }
-    close(job.fd);
-    const size_t n = job.data.size();
-    job.data.clear();
+    if (job.fd >= 0) close(job.fd);
+    job.dir.reset();
     lk.lock();
     if (err && !error_) error_ = err;
-    if (spare_.size() < 16 && job.data.capacity() <= (1u << 20))
-      spare_.push_back(std::move(job.data));
-    queued_bytes_ -= n;
+    used_ -= job.charge;
     --in_flight_;
-    if ((producer_waiting_ && queued_bytes_ <= max_queued_bytes_ / 2) ||
+    completed_.fetch_add(1, std::memory_order_release);
+    if ((producer_waiting_ && used_ <= capacity_ / 2) ||
         (barrier_waiting_ && in_flight_ == 0) || err)
       done_.notify_all();
   }

@@ -42,10 +42,10 @@ std::string join_components(const std::vector<std::string>& comps, size_t n) {
   return s;
 }
 
-int open_in_root(int root_fd, const std::string& rel, int flags) {
+int open_in_root(int root_fd, const std::string& rel, int flags, uint64_t extra_resolve) {
   struct open_how how = {};
   how.flags = static_cast<uint64_t>(flags | O_CLOEXEC);
-  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | extra_resolve;
   for (int tries = 0;; ++tries) {
     long fd = syscall(SYS_openat2, root_fd, rel.c_str(), &how, sizeof(how));
     if (fd >= 0) return static_cast<int>(fd);

@@ -4,6 +4,7 @@
 // absolute and ".." symlinks stay inside the layer. Nothing here follows a final symlink.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -17,8 +18,9 @@ std::string join_components(const std::vector<std::string>& comps, size_t n);
 
 // openat2(root_fd, rel, flags | O_CLOEXEC, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS);
 // symlinks in every component (the last too, unless flags has O_NOFOLLOW) resolve inside
-// the root. Returns the fd, or -errno.
-int open_in_root(int root_fd, const std::string& rel, int flags);
+// the root. `extra_resolve` adds RESOLVE_* flags (RESOLVE_NO_SYMLINKS: -ELOOP at the first
+// symlink). Returns the fd, or -errno.
+int open_in_root(int root_fd, const std::string& rel, int flags, uint64_t extra_resolve = 0);
 
 // Go's os.RemoveAll on dirfd/name without following symlinks: unlink, or empty a
 // directory recursively and rmdir it. A missing name is success. Returns 0 or -errno.
