@@ -10,7 +10,8 @@ import threading
 
 import pytest
 
-from layerstore.datapath import DiffStream, native_source
+from layerstore.datapath import native_source
+from layerstore.diffstream import DiffStream
 
 PAYLOAD = bytes(range(256)) * 5000  # 1.28 MB: more than one pipe buffer and pump chunk
 

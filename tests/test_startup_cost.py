@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import io
 import json
 import math
 import os
 import pickle
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -91,6 +93,21 @@ def test_creating_a_layer_imports_no_heavy_module(tmp_path: Path) -> None:
     used = modules_used(tmp_path, "create-layer", "base")
     assert "layerstore.snapshot" in used
     assert not used & (_HEAVY | {"re", "json"})
+
+
+def test_importing_a_layer_from_a_file_imports_no_heavy_module(tmp_path: Path) -> None:
+    """import-layer needs the data path and staging, not typing, threading or shutil."""
+    tar = tmp_path / "layer.tar"
+    with tarfile.open(tar, "w") as t:
+        info = tarfile.TarInfo("f")
+        info.size = 4
+        t.addfile(info, io.BytesIO(b"data"))
+    used = modules_used(tmp_path, "import-layer", "-f", str(tar))
+    assert {"layerstore._native", "layerstore.datapath", "layerstore.staging"} <= used
+    assert not used & {"typing", "dataclasses", "threading", "shutil", "tempfile", "logging"}
+    with LayerStore(tmp_path / "graph", tmp_path / "run") as store:
+        assert [layer.uncompressed_size for layer in store.layers()] == [tar.stat().st_size]
+        assert not os.path.exists(store.driver.staging_root())
 
 
 def test_a_live_staging_directory_is_kept_without_importing_staging(tmp_path: Path) -> None:

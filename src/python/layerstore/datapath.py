@@ -2,22 +2,23 @@
 
 The native calls take a file descriptor or a buffer and run with the GIL released.
 This module turns what users hand us (a path, bytes, a binary file object, a pipe) into
-one of those without reading the data into memory, and turns a native writer into a
-readable stream (`DiffStream`) by running it on a thread that writes into a pipe.
+one of those without reading the data into memory. (The other way, a native writer
+turned into a readable stream, is :mod:`layerstore.diffstream`.)
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import io
 import os
-import threading
-from collections.abc import Callable, Iterator
-from typing import IO, Any, BinaryIO
 
-DiffSource = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes]
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (an import's path)
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import IO, TypeAlias
+
+    DiffSource: TypeAlias = bytes | bytearray | memoryview | str | os.PathLike[str] | IO[bytes]
 
 _PUMP_CHUNK = 1 << 20
 
@@ -86,6 +87,8 @@ def native_source(diff: DiffSource) -> Iterator[int | memoryview]:
         return
     rfd, wfd = _big_pipe()
     errors: list[BaseException] = []
+    import threading  # only a file object without a usable fd needs the pump
+
     pump = threading.Thread(target=_pump, args=(diff, wfd, errors), daemon=True)
     pump.start()
     try:
@@ -113,69 +116,3 @@ def _direct_fd(f: IO[bytes]) -> int | None:
     # A pipe or socket: only an unbuffered object is known to have taken nothing from
     # the fd (a buffered reader's peek would itself read, and block, on a quiet pipe).
     return fd if isinstance(f, io.FileIO) else None
-
-
-class DiffStream(io.RawIOBase, BinaryIO):
-    """A readable stream of bytes produced by a native writer running on a thread.
-
-    `produce(wfd)` writes everything into `wfd` and returns; an exception it raises is
-    re-raised from `read()` once the pipe is drained, and from `close()`.
-    """
-
-    def __init__(self, produce: Callable[[int], Any], name: str = "<diff>") -> None:
-        super().__init__()
-        self._rfd, wfd = _big_pipe()
-        self._name = name
-        self._error: BaseException | None = None
-        self._finished = False
-        self.result: Any = None
-
-        def run() -> None:
-            try:
-                self.result = produce(wfd)
-            except BaseException as e:
-                self._error = e
-            finally:
-                with contextlib.suppress(OSError):
-                    os.close(wfd)
-
-        self._thread = threading.Thread(target=run, name=f"layerstore {name}", daemon=True)
-        self._thread.start()
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def readable(self) -> bool:
-        return True
-
-    def fileno(self) -> int:
-        return self._rfd
-
-    def readinto(self, b: Any) -> int:
-        n = os.readv(self._rfd, [b])
-        if n == 0:
-            self._finish()
-        return n
-
-    def _finish(self) -> None:
-        if not self._finished:
-            self._thread.join()
-            self._finished = True
-        if self._error is not None:
-            err, self._error = self._error, None
-            raise err
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        try:
-            os.close(self._rfd)  # a writer still running gets EPIPE and stops
-            self._thread.join()
-            self._finished = True
-            err, self._error = self._error, None
-            # Closing early makes the writer fail with EPIPE: that is not an error.
-            if err is not None and getattr(err, "errno", None) != errno.EPIPE:
-                raise err
-        finally:
-            super().close()

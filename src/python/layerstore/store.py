@@ -2027,7 +2027,7 @@ class LayerStore:
         Locking: shared while the stream is set up; the bytes are produced afterwards
         on a thread, without the lock (deleting the layer meanwhile fails the stream).
         """
-        from layerstore.datapath import DiffStream
+        from layerstore.diffstream import DiffStream
 
         with self.reading():
             produce, name, cleanup = self._diff_producer(to, from_, compression)
@@ -2317,7 +2317,7 @@ class LayerStore:
                     message="we don't support converting the data into compressed forms",
                 )
             from layerstore import _native
-            from layerstore.datapath import DiffStream
+            from layerstore.diffstream import DiffStream
 
             blob_path = os.path.join(layer.path, "blob")
 

@@ -87,6 +87,18 @@ def remove_tree(path: str) -> None:
     if not stat.S_ISDIR(st.st_mode):
         os.unlink(path)
         return
+    # The common case, a staging directory after its commit (a lock file, nothing else):
+    # no subdirectories, so no shutil (and the bz2/lzma modules it imports) either.
+    try:
+        with os.scandir(path) as it:
+            entries = [(e.path, e.is_dir(follow_symlinks=False)) for e in it]
+        if not any(is_dir for _, is_dir in entries):
+            for p, _ in entries:
+                os.unlink(p)
+            os.rmdir(path)
+            return
+    except OSError:
+        pass  # permissions, a race: the general way below deals with it
     import shutil  # lazily: only deletions need it
 
     if sys.version_info >= (3, 12):
