@@ -29,6 +29,7 @@ from layerstore.staging import (
     DifferOutput,
     TarballDiffer,
 )
+from layerstore.staging_prune import _ofd_lock, prune_staging
 
 GO_CLI = "/usr/bin/containers-storage"
 DRIVERS = ["vfs", "overlay"]
@@ -217,6 +218,32 @@ def test_imports_leave_no_staging_directory_behind(tmp_path: Path, driver: str) 
     assert not os.path.exists(store.driver.staging_root())
     store.delete(layer.id)
     assert store_paths(tmp_path) == before
+
+
+def test_prune_takes_directories_whose_maker_died_before_locking(tmp_path: Path) -> None:
+    """A SIGKILL between making a staging directory and locking it leaves an empty one,
+    or one with only the fresh (unlocked) lock file: the next prune removes both, and
+    leaves a maker that holds its fresh lock, and what is not ours while it is young."""
+    store = open_store(tmp_path, "vfs")
+    root = Path(store.driver.staging_root())
+    empty, unlocked, locked, foreign = (root / n for n in ("e", "u", "l", "f"))
+    for d in (empty, unlocked, locked, foreign):
+        d.mkdir(parents=True)
+    (unlocked / ".staging.lock").touch()
+    (locked / ".staging.lock").touch()
+    (foreign / "dir").mkdir()
+    fd = os.open(locked / ".staging.lock", os.O_RDWR)
+    try:
+        _ofd_lock(fd)  # another open file description: a live maker's
+        removed = prune_staging([str(root)])
+    finally:
+        os.close(fd)
+    assert sorted(removed) == [str(empty), str(unlocked)]
+    assert sorted(os.listdir(root)) == ["f", "l"]
+    # a new staging directory is made and locked as usual beside them
+    out = store.apply_diff_with_differ(None, None, DirDiffer())
+    store.cleanup_staging_directory(out.target)
+    assert sorted(os.listdir(root)) == ["f", "l"]
 
 
 def test_cleanup_staging_directory(tmp_path: Path) -> None:

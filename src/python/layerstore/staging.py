@@ -131,29 +131,40 @@ class StagingDir:
     """A locked staging directory ``<root>/<random>/`` with its target ``dir/``."""
 
     def __init__(self, root: str) -> None:
-        for attempt in range(100):
+        # The lock file appears already locked (made and locked under another name, then
+        # renamed), so a prune never takes a live directory's lock. A prune may remove
+        # the directory before that (empty, or holding only the unlocked fresh file:
+        # staging_prune._remove_unfinished); this then starts again with a new one.
+        self._fd: int | None = None
+        for _ in range(100):
             os.makedirs(root, mode=0o700, exist_ok=True)
             try:
-                self.path = _make_temp_dir(root)
-                break
-            except FileNotFoundError:
-                # Another process removed the (empty) root between the two calls.
-                if attempt == 99:
-                    raise
+                path = _make_temp_dir(root)
+            except FileNotFoundError:  # the (empty) root was removed meanwhile
+                continue
+            fresh = os.path.join(path, "." + STAGING_LOCK)
+            try:
+                fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:  # a prune removed the empty directory
+                continue
+            try:
+                _ofd_lock(fd)
+                os.rename(fresh, os.path.join(path, STAGING_LOCK))
+            except OSError as e:
+                os.close(fd)
+                if isinstance(e, FileNotFoundError) or e.errno in (errno.EAGAIN, errno.EACCES):
+                    continue  # a prune holds the fresh file, or removed the directory
+                remove_tree(path)
+                raise
+            except BaseException:
+                os.close(fd)
+                remove_tree(path)
+                raise
+            self.path, self._fd = path, fd
+            break
+        else:
+            raise OSError(errno.EBUSY, "no staging directory could be made", root)
         self.target = os.path.join(self.path, TARGET)
-        self._fd: int | None = None
-        try:
-            # The lock file appears already locked (made and locked under another name,
-            # then renamed): a concurrent prune that opens it can never take it in the
-            # moment between its creation and our lock. Until then the directory has no
-            # lock file, which a prune leaves alone while it is young.
-            fresh = os.path.join(self.path, "." + STAGING_LOCK)
-            self._fd = os.open(fresh, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            _ofd_lock(self._fd)
-            os.rename(fresh, os.path.join(self.path, STAGING_LOCK))
-        except BaseException:
-            self.remove()
-            raise
         with _live_mutex:
             _live.add(self.path)
 

@@ -79,11 +79,7 @@ def _try_lock_for_removal(path: str) -> bool:
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
     except FileNotFoundError:
-        # no lock file: a crash between mkdtemp and creating it, or not ours at all
-        if os.path.isdir(path) and _older_than(path, 60.0):
-            remove_tree(path)
-            return True
-        return False
+        return _remove_unfinished(path)
     except OSError:
         return False
     try:
@@ -97,6 +93,47 @@ def _try_lock_for_removal(path: str) -> bool:
         return True
     finally:
         os.close(fd)
+
+
+def _remove_unfinished(path: str) -> bool:
+    """A staging directory without its lock file: its maker (``StagingDir``) died before
+    locking it or is at it now, or it is not ours. Empty or holding only the unlocked
+    fresh lock file, it is removed (a live maker then starts again elsewhere); with
+    anything else in it, only once it is a minute old."""
+    fresh = os.path.join(path, "." + STAGING_LOCK)
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return False
+    if not names:
+        try:
+            os.rmdir(path)  # fails if the maker has just created its file
+        except OSError:
+            return False
+        return True
+    if names == ["." + STAGING_LOCK]:
+        try:
+            fd = os.open(fresh, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError:
+            return False
+        try:
+            try:
+                _ofd_lock(fd)
+            except OSError:
+                return False  # its maker holds it: alive, about to rename it
+            # Held here, so a maker that has not locked it yet will fail to and go.
+            try:
+                os.unlink(fresh)
+                os.rmdir(path)
+            except OSError:
+                return False
+            return True
+        finally:
+            os.close(fd)
+    if os.path.isdir(path) and _older_than(path, 60.0):
+        remove_tree(path)
+        return True
+    return False
 
 
 def _older_than(path: str, seconds: float) -> bool:
