@@ -537,14 +537,17 @@ def _verb_mount(ctx: Context) -> int:
     return 1 if any(r["error"] for r in results) else 0
 
 
-def _verb_unmount(ctx: Context) -> int:
+def _each_id(ctx: Context, act: Callable[[str], str], failure: str) -> int:
+    """Go's loop of ``unmount`` and ``mounted``: ``act(id)`` for every argument, printing
+    the line it returns (if any; Go prints it with --json too); the errors gathered go out
+    as JSON, or as ``failure`` lines (``{error}``, ``{id}``); exit 1 when any failed."""
     results = []
     for arg in ctx.args:
         try:
-            still = ctx.store.unmount(arg, force=bool(ctx.flag("force")))
+            line = act(arg)
             results.append({"id": arg, "error": ""})
-            if not still:
-                ctx.print(f"{arg} mountpoint unmounted")  # Go prints it with --json too
+            if line:
+                ctx.print(line)
         except Exception as e:
             results.append({"id": arg, "error": error_text(e, arg)})
     if ctx.json:
@@ -552,27 +555,25 @@ def _verb_unmount(ctx: Context) -> int:
     else:
         for r in results:
             if r["error"]:
-                ctx.error(f"{r['error']} while unmounting {r['id']}")
+                ctx.error(failure.format(error=r["error"], id=r["id"]))
     return 1 if any(r["error"] for r in results) else 0
+
+
+def _verb_unmount(ctx: Context) -> int:
+    force = bool(ctx.flag("force"))
+
+    def unmount(arg: str) -> str:
+        still = ctx.store.unmount(arg, force=force)
+        return "" if still else f"{arg} mountpoint unmounted"
+
+    return _each_id(ctx, unmount, "{error} while unmounting {id}")
 
 
 def _verb_mounted(ctx: Context) -> int:
-    results = []
-    for arg in ctx.args:
-        try:
-            count = ctx.store.mounted(arg)
-            results.append({"id": arg, "error": ""})
-            if count > 0:
-                ctx.print(f"{arg} mounted")  # Go prints it with --json too
-        except Exception as e:
-            results.append({"id": arg, "error": error_text(e, arg)})
-    if ctx.json:
-        ctx.emit_json(results)
-    else:
-        for r in results:
-            if r["error"]:
-                ctx.error(f"{r['error']} checking if {r['id']} is mounted")
-    return 1 if any(r["error"] for r in results) else 0
+    def mounted(arg: str) -> str:
+        return f"{arg} mounted" if ctx.store.mounted(arg) > 0 else ""
+
+    return _each_id(ctx, mounted, "{error} checking if {id} is mounted")
 
 
 def _verb_layer_parent_owners(ctx: Context) -> int:
