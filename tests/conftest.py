@@ -14,17 +14,20 @@ with helpers to read layers.json and mountpoints.json.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import subprocess
 import sys
 import tarfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from layerstore.drivers.overlay import mount_points_under, sys_unmount
 
 GO_CLI = "/usr/bin/containers-storage"
 DRIVER = "vfs"
@@ -238,3 +241,34 @@ def small_tar(tmp_path: Path) -> Path:
         )
     )
     return path
+
+
+# ---------------------------------------------------------------------------------------
+# mounts: overlay tests mount for real; nothing may stay mounted after a test
+
+
+def unmount_everything_under(root: Path) -> None:
+    """Unmount every mount under ``root``; fail if some stay."""
+    for _ in range(20):
+        points = mount_points_under(str(root))
+        if not points:
+            return
+        for p in points:
+            with contextlib.suppress(OSError):
+                sys_unmount(p)
+    raise AssertionError(f"mounts left under {root}: {mount_points_under(str(root))}")
+
+
+@pytest.fixture(scope="session")
+def unmount_all() -> Callable[[Path], None]:
+    """:func:`unmount_everything_under`, for fixtures of a wider scope than ``root``."""
+    return unmount_everything_under
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Iterator[Path]:
+    """The test's directory, with every mount under it undone afterwards."""
+    try:
+        yield tmp_path
+    finally:
+        unmount_everything_under(tmp_path)

@@ -3,7 +3,6 @@ chains (whiteouts and opaque dirs honoured), options, removal and repairs."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -20,7 +19,6 @@ from layerstore.drivers.overlay import (
     OverlayDriver,
     mount_points_under,
     parse_mount_data,
-    sys_unmount,
 )
 
 LINK_RE = re.compile(r"[A-Z2-7]{26}")
@@ -41,26 +39,6 @@ def mount_options_of(point: str) -> list[str]:
     found = [opts for p, fstype, opts in mount_table() if p == point and fstype == "overlay"]
     assert len(found) == 1, f"{point} is not one overlay mount: {found}"
     return found[0].split(",")
-
-
-def unmount_everything_under(root: Path) -> None:
-    for _ in range(20):
-        points = mount_points_under(str(root))
-        if not points:
-            return
-        for p in points:
-            with contextlib.suppress(OSError):
-                sys_unmount(p)
-    raise AssertionError(f"mounts left under {root}: {mount_points_under(str(root))}")
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Iterator[Path]:
-    """A test directory whose mounts are all gone afterwards, whatever happened."""
-    try:
-        yield tmp_path
-    finally:
-        unmount_everything_under(tmp_path)
 
 
 @pytest.fixture

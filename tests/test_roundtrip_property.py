@@ -25,7 +25,6 @@ Profiles: ``quick`` (default, ~50 examples per driver) and ``long`` (by hand:
 from __future__ import annotations
 
 import bz2
-import contextlib
 import gzip
 import hashlib
 import io
@@ -35,7 +34,7 @@ import random
 import stat
 import subprocess
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +44,6 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from layerstore import Compression, LayerStore
-from layerstore.drivers.overlay import mount_points_under, sys_unmount
 
 settings.register_profile(
     "quick",
@@ -350,26 +348,18 @@ def check_tree(root: Path, entries: list[Entry]) -> None:
 # stores (one per driver for the whole module; each example adds and deletes a layer)
 
 
-def _unmount_everything_under(root: Path) -> None:
-    for _ in range(20):
-        points = mount_points_under(str(root))
-        if not points:
-            return
-        for p in points:
-            with contextlib.suppress(OSError):
-                sys_unmount(p)
-
-
 @pytest.fixture(scope="module", params=["vfs", "overlay"])
 def store(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    unmount_all: Callable[[Path], None],
 ) -> Iterator[LayerStore]:
     root = tmp_path_factory.mktemp(f"roundtrip-{request.param}")
     try:
         with LayerStore(root / "g", root / "r", driver=request.param) as s:
             yield s
     finally:
-        _unmount_everything_under(root)
+        unmount_all(root)
 
 
 @settings(PROFILE)

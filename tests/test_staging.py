@@ -8,7 +8,6 @@ into place and records digests, TOC digest, sets, tar-split and big data;
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import gzip
 import io
@@ -16,13 +15,12 @@ import json
 import os
 import subprocess
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from layerstore import Compression, LayerStore, errors
-from layerstore.drivers.overlay import mount_points_under, sys_unmount
 from layerstore.staging import (
     ApplyDiffWithDifferOpts,
     DifferContext,
@@ -36,15 +34,9 @@ DRIVERS = ["vfs", "overlay"]
 
 
 @pytest.fixture(autouse=True)
-def _no_mounts_left(tmp_path: Path) -> Iterator[None]:
+def _no_mounts_left(tmp_path: Path, unmount_all: Callable[[Path], None]) -> Iterator[None]:
     yield
-    for _ in range(20):
-        points = mount_points_under(str(tmp_path))
-        if not points:
-            return
-        for point in points:
-            with contextlib.suppress(OSError):
-                sys_unmount(point)
+    unmount_all(tmp_path)
 
 
 def make_tar(entries: list[tuple[str, bytes | None]]) -> bytes:

@@ -19,7 +19,6 @@ three tar formats (GNU, PAX, USTAR):
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import io
@@ -37,7 +36,7 @@ from typing import Any
 import pytest
 
 from layerstore import Compression, IDMap, LayerStore, errors
-from layerstore.drivers.overlay import mount_points_under, sys_unmount
+from layerstore.drivers.overlay import mount_points_under
 
 CLI = "/usr/bin/containers-storage"
 DRIVERS = ["vfs", "overlay"]
@@ -242,25 +241,6 @@ def members(data: bytes) -> list[tuple[str, bytes, int, int, int, int, str]]:
     not its bytes: whiteouts carry the time they were made."""
     with tarfile.open(fileobj=io.BytesIO(data)) as t:
         return [(m.name, m.type, m.mode, m.uid, m.gid, m.size, m.linkname) for m in t]
-
-
-def unmount_everything_under(root: Path) -> None:
-    for _ in range(20):
-        points = mount_points_under(str(root))
-        if not points:
-            return
-        for p in points:
-            with contextlib.suppress(OSError):
-                sys_unmount(p)
-    raise AssertionError(f"mounts left under {root}: {mount_points_under(str(root))}")
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Iterator[Path]:
-    try:
-        yield tmp_path
-    finally:
-        unmount_everything_under(tmp_path)
 
 
 @pytest.fixture(params=DRIVERS)

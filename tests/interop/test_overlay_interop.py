@@ -5,7 +5,6 @@ no layer directory and no short link behind."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -19,20 +18,9 @@ from pathlib import Path
 import pytest
 
 from layerstore import LayerStore
-from layerstore.drivers.overlay import OPAQUE_XATTR, OverlayDriver, mount_points_under, sys_unmount
+from layerstore.drivers.overlay import OPAQUE_XATTR, OverlayDriver, mount_points_under
 
 CLI = "/usr/bin/containers-storage"
-
-
-def unmount_everything_under(root: Path) -> None:
-    for _ in range(20):
-        points = mount_points_under(str(root))
-        if not points:
-            return
-        for p in points:
-            with contextlib.suppress(OSError):
-                sys_unmount(p)
-    raise AssertionError(f"mounts left under {root}: {mount_points_under(str(root))}")
 
 
 class Go:
@@ -61,14 +49,6 @@ class Go:
             (self.run / "overlay-layers" / "mountpoints.json").read_text()
         )
         return data
-
-
-@pytest.fixture
-def root(tmp_path: Path) -> Iterator[Path]:
-    try:
-        yield tmp_path
-    finally:
-        unmount_everything_under(tmp_path)
 
 
 @pytest.fixture
