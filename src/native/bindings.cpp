@@ -83,34 +83,19 @@ void bind_truncindex(py::module_& m) {
 
 // ---- digest / tar / tarsplit / extract / compress: added by their owners below ------
 
-// ---- format: digests, compression, tar-split assembly (digest/ compress/ tar/ tarsplit/) --
-// Every call drops the GIL for the byte work, then maps native failures: ArchiveError ->
-// InvalidArchive, ChecksumError -> ChecksumMismatch, FileError/system_error -> OSError.
-[[noreturn]] void raise_format_error(const std::exception_ptr& e) {
-  auto set_and_throw = [](const py::object& exc) {
-    PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());
-    throw py::error_already_set();
-  };
-  py::module_ errors = py::module_::import("layerstore.errors");
-  py::object os_error = py::module_::import("builtins").attr("OSError");
-  try {
-    std::rethrow_exception(e);
-  } catch (const layerstore::ChecksumError& x) {
-    set_and_throw(errors.attr("ChecksumMismatch")("", py::arg("message") = std::string(x.what())));
-  } catch (const layerstore::ArchiveError& x) {
-    set_and_throw(errors.attr("InvalidArchive")("", py::arg("message") = std::string(x.what())));
-  } catch (const layerstore::FileError& x) {
-    int err = x.code().value();
-    set_and_throw(os_error(err, std::strerror(err), py::bytes(x.path).attr("decode")(
-                                                         "utf-8", "surrogateescape")));
-  } catch (const std::system_error& x) {
-    int err = x.code().value();
-    set_and_throw(os_error(err, std::string(x.what())));
-  }
+// ---- native failures -> Python exceptions ----------------------------------------------
+
+// Raise the Python exception instance `exc` (GIL held).
+[[noreturn]] void raise_py(const py::object& exc) {
+  PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());
+  throw py::error_already_set();
 }
 
-template <class F>
-auto format_nogil(F&& f) -> decltype(f()) {
+// f() with the GIL released. A native exception is handed, with the GIL held again, to
+// `raise(exception_ptr)`, which throws the Python exception for it; types it does not
+// catch propagate to pybind11 as they are.
+template <class F, class Raise>
+auto run_nogil(F&& f, Raise&& raise) -> decltype(f()) {
   std::exception_ptr err;
   decltype(f()) result{};
   {
@@ -121,8 +106,35 @@ auto format_nogil(F&& f) -> decltype(f()) {
       err = std::current_exception();
     }
   }
-  if (err) raise_format_error(err);  // other exception types propagate to pybind11 as they are
+  if (err) raise(err);
   return result;
+}
+
+// ---- format: digests, compression, tar-split assembly (digest/ compress/ tar/ tarsplit/) --
+// Every call drops the GIL for the byte work, then maps native failures: ArchiveError ->
+// InvalidArchive, ChecksumError -> ChecksumMismatch, FileError/system_error -> OSError.
+[[noreturn]] void raise_format_error(const std::exception_ptr& e) {
+  py::module_ errors = py::module_::import("layerstore.errors");
+  py::object os_error = py::module_::import("builtins").attr("OSError");
+  try {
+    std::rethrow_exception(e);
+  } catch (const layerstore::ChecksumError& x) {
+    raise_py(errors.attr("ChecksumMismatch")("", py::arg("message") = std::string(x.what())));
+  } catch (const layerstore::ArchiveError& x) {
+    raise_py(errors.attr("InvalidArchive")("", py::arg("message") = std::string(x.what())));
+  } catch (const layerstore::FileError& x) {
+    int err = x.code().value();
+    raise_py(os_error(err, std::strerror(err), py::bytes(x.path).attr("decode")(
+                                                         "utf-8", "surrogateescape")));
+  } catch (const std::system_error& x) {
+    int err = x.code().value();
+    raise_py(os_error(err, std::string(x.what())));
+  }
+}
+
+template <class F>
+auto format_nogil(F&& f) -> decltype(f()) {
+  return run_nogil(std::forward<F>(f), raise_format_error);
 }
 
 layerstore::Compression to_compression(int c) {
@@ -264,27 +276,23 @@ std::vector<layerstore::IdMapEntry> to_id_map(const std::vector<IdTriple>& tripl
 
 // With the GIL held: raise the Python exception for a native failure of apply_layer.
 [[noreturn]] void raise_apply_error(const std::exception_ptr& e, const std::string& dest) {
-  auto set_and_throw = [](const py::object& exc) {
-    PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());
-    throw py::error_already_set();
-  };
   try {
     std::rethrow_exception(e);
   } catch (const layerstore::ArchiveError& x) {
     py::object cls = py::module_::import("layerstore.errors").attr("InvalidArchive");
-    set_and_throw(cls("", py::arg("message") = std::string(x.what())));
+    raise_py(cls("", py::arg("message") = std::string(x.what())));
   } catch (const layerstore::ChecksumError& x) {
     py::object cls = py::module_::import("layerstore.errors").attr("InvalidArchive");
-    set_and_throw(cls("", py::arg("message") = std::string(x.what())));
+    raise_py(cls("", py::arg("message") = std::string(x.what())));
   } catch (const layerstore::PathError& x) {
     std::string base = dest;
     while (base.size() > 1 && base.back() == '/') base.pop_back();
     const std::string where = x.path == "/" ? base : base + x.path;
     py::object os_error = py::module_::import("builtins").attr("OSError");
-    set_and_throw(os_error(x.err, x.op + ": " + std::strerror(x.err), where));
+    raise_py(os_error(x.err, x.op + ": " + std::strerror(x.err), where));
   } catch (const std::system_error& x) {
     py::object os_error = py::module_::import("builtins").attr("OSError");
-    set_and_throw(os_error(x.code().value(), std::string(x.what())));
+    raise_py(os_error(x.code().value(), std::string(x.what())));
   }
 }
 
@@ -338,33 +346,26 @@ py::dict apply_layer_py(const py::object& source, const std::string& dest, int t
     buffer = std::make_unique<BufferView>(source);
   }
 
-  layerstore::ApplyResult res;
-  std::exception_ptr failure;
-  {
-    py::gil_scoped_release release;
-    try {
-      int root = open(dest.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-      if (root < 0) throw layerstore::PathError("open", "/", errno);
-      layerstore::FdSink tarsplit(tarsplit_fd);
-      try {
-        if (buffer) {
-          res = layerstore::apply_layer(static_cast<const uint8_t*>(buffer->view.buf),
-                                        static_cast<size_t>(buffer->view.len), root, options,
-                                        tarsplit);
-        } else {
-          res = layerstore::apply_layer_fd(source_fd, root, options, tarsplit);
+  layerstore::ApplyResult res = run_nogil(
+      [&] {
+        int root = open(dest.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (root < 0) throw layerstore::PathError("open", "/", errno);
+        layerstore::FdSink tarsplit(tarsplit_fd);
+        try {
+          layerstore::ApplyResult r =
+              buffer ? layerstore::apply_layer(static_cast<const uint8_t*>(buffer->view.buf),
+                                               static_cast<size_t>(buffer->view.len), root,
+                                               options, tarsplit)
+                     : layerstore::apply_layer_fd(source_fd, root, options, tarsplit);
+          close(root);
+          return r;
+        } catch (...) {
+          close(root);
+          throw;
         }
-      } catch (...) {
-        close(root);
-        throw;
-      }
-      close(root);
-    } catch (...) {
-      failure = std::current_exception();
-    }
-  }
+      },
+      [&](const std::exception_ptr& e) { raise_apply_error(e, dest); });
   buffer.reset();
-  if (failure) raise_apply_error(failure, dest);
 
   py::dict out;
   out["compression"] = static_cast<int>(res.compression);
@@ -437,38 +438,28 @@ std::vector<layerstore::Change> changes_compute(const ChangesArgs& a) {
   return layerstore::naive_changes(a.new_root, a.maps, a.old_root, a.parent_maps);
 }
 
-template <class F>
-auto changes_nogil(F&& f) -> decltype(f()) {
-  std::exception_ptr err;
-  decltype(f()) result{};
-  {
-    py::gil_scoped_release release;
-    try {
-      result = f();
-    } catch (...) {
-      err = std::current_exception();
-    }
-  }
-  if (!err) return result;
+// changes/diff_size/export: PathError -> OSError naming the path, ArchiveError ->
+// ValueError, system_error -> OSError.
+[[noreturn]] void raise_changes_error(const std::exception_ptr& e) {
   auto decode = [](const std::string& s) {
     return py::reinterpret_steal<py::object>(
         PyUnicode_DecodeUTF8(s.data(), static_cast<Py_ssize_t>(s.size()), "surrogateescape"));
   };
   py::object os_error = py::module_::import("builtins").attr("OSError");
-  auto set_and_throw = [](const py::object& exc) {
-    PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(exc.ptr())), exc.ptr());
-    throw py::error_already_set();
-  };
   try {
-    std::rethrow_exception(err);
+    std::rethrow_exception(e);
   } catch (const layerstore::PathError& x) {
-    set_and_throw(os_error(x.err, x.op + ": " + std::strerror(x.err), decode(x.path)));
+    raise_py(os_error(x.err, x.op + ": " + std::strerror(x.err), decode(x.path)));
   } catch (const layerstore::ArchiveError& x) {
     throw py::value_error(x.what());
   } catch (const std::system_error& x) {
-    set_and_throw(os_error(x.code().value(), std::string(x.what())));
+    raise_py(os_error(x.code().value(), std::string(x.what())));
   }
-  return result;  // unreachable
+}
+
+template <class F>
+auto changes_nogil(F&& f) -> decltype(f()) {
+  return run_nogil(std::forward<F>(f), raise_changes_error);
 }
 
 void bind_changes(py::module_& m) {
