@@ -806,18 +806,7 @@ class OverlayDriver:
         the owner of the parent's layer dir, else 0555 and the mapped root."""
         if self.read_only:
             raise NotSupported(f"staging {target!r}", message="the driver is read-only")
-        uid, gid = mapped_root(uid_map, gid_map)
-        perms = DEFAULT_PERMS
-        if parent:
-            parent_dir = self._dir(parent)
-            try:
-                st = os.stat(parent_dir)
-            except FileNotFoundError:
-                raise LayerUnknown(
-                    f"overlay parent layer directory {parent_dir!r}", message="layer not known"
-                ) from None
-            uid, gid = st.st_uid, st.st_gid
-            perms = stat.S_IMODE(os.stat(os.path.join(parent_dir, "diff")).st_mode) & 0o777
+        uid, gid, perms = self._new_diff_attrs(parent, uid_map, gid_map)
         os.mkdir(target, 0o700)
         self._mkdir_owned(target, perms, uid, gid)
         os.chmod(target, perms)
@@ -946,18 +935,8 @@ class OverlayDriver:
             raise NotSupported(f"creating layer {id!r}", message="the driver is read-only")
         layer = os.path.join(self.home, id)
         _mkdir_all_as(os.path.join(self.home, LINK_DIR), 0o755, 0, 0)
-        root_uid, root_gid = mapped_root(uid_map, gid_map)
-        dir_uid, dir_gid = root_uid, root_gid
-        parent_dir = None
-        if parent:
-            parent_dir = self._dir(parent)
-            try:
-                st = os.stat(parent_dir)
-            except FileNotFoundError:
-                raise LayerUnknown(
-                    f"overlay parent layer directory {parent_dir!r}", message="layer not known"
-                ) from None
-            root_uid, root_gid = st.st_uid, st.st_gid
+        dir_uid, dir_gid = mapped_root(uid_map, gid_map)
+        root_uid, root_gid, perms = self._new_diff_attrs(parent, uid_map, gid_map)
         if os.path.lexists(layer):
             log.warning(
                 "Trying to create a layer %r while directory %r already exists; removing it first",
@@ -968,9 +947,6 @@ class OverlayDriver:
         _mkdir_as(layer, 0o700, dir_uid, dir_gid)
         link_path = ""
         try:
-            perms = DEFAULT_PERMS
-            if parent_dir is not None:
-                perms = stat.S_IMODE(os.stat(os.path.join(parent_dir, "diff")).st_mode) & 0o777
             self._mkdir_owned(os.path.join(layer, "diff"), perms, root_uid, root_gid)
             link_id = _generate_link_id()
             link_path = os.path.join(self.home, LINK_DIR, link_id)
@@ -990,6 +966,25 @@ class OverlayDriver:
                     os.unlink(link_path)
             remove_tree(layer)
             raise
+
+    def _new_diff_attrs(
+        self, parent: str | None, uid_map: Sequence[IDMap], gid_map: Sequence[IDMap]
+    ) -> tuple[int, int, int]:
+        """Owner and mode of a new layer's ``diff/`` (Go's ``create``): the owner of the
+        parent's layer directory and the mode of its ``diff/``, else the mapped root and
+        0555. LayerUnknown when the parent's directory is gone."""
+        uid, gid = mapped_root(uid_map, gid_map)
+        if not parent:
+            return uid, gid, DEFAULT_PERMS
+        parent_dir = self._dir(parent)
+        try:
+            st = os.stat(parent_dir)
+        except FileNotFoundError:
+            raise LayerUnknown(
+                f"overlay parent layer directory {parent_dir!r}", message="layer not known"
+            ) from None
+        perms = stat.S_IMODE(os.stat(os.path.join(parent_dir, "diff")).st_mode) & 0o777
+        return st.st_uid, st.st_gid, perms
 
     def _mkdir_owned(self, path: str, mode: int, uid: int, gid: int) -> None:
         try:
