@@ -135,23 +135,7 @@ class VfsDriver:
             raise NotSupported(message="--storage-opt is not supported for vfs")
         path = self._own_dir(id, writeable)
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        uid, gid = mapped_root(uid_map, gid_map)
-        parent_dir = None
-        if parent:
-            parent_dir = self.get(parent, MountOptions())
-            st = os.stat(parent_dir)
-            uid, gid = st.st_uid, st.st_gid
-        # A copy fills the directory first; copy_tree gives it the parent's mode last.
-        os.mkdir(path, 0o700)
-        try:
-            self._chown(path, uid, gid)
-            if parent_dir is not None:
-                copy_tree(parent_dir, path, chown=self._chown)
-            else:
-                os.chmod(path, 0o555)
-        except BaseException:
-            remove_tree(path)
-            raise
+        self.prepare_staging(path, parent, uid_map=uid_map, gid_map=gid_map)
 
     def create_from_template(
         self,
@@ -197,20 +181,26 @@ class VfsDriver:
         uid_map: Sequence[IDMap] = (),
         gid_map: Sequence[IDMap] = (),
     ) -> None:
-        """Make ``target`` as :meth:`create` makes a layer's tree: empty (0555, the
-        mapped root's) or a full copy of ``parent``."""
+        """Make ``target`` as a new layer's tree (what :meth:`create` makes): empty
+        (0555, the mapped root's) or a full copy of ``parent``. On failure ``target`` is
+        not left behind (unless it was there before: FileExistsError)."""
         uid, gid = mapped_root(uid_map, gid_map)
         parent_dir = None
         if parent:
             parent_dir = self.get(parent, MountOptions())
             st = os.stat(parent_dir)
             uid, gid = st.st_uid, st.st_gid
+        # A copy fills the directory first; copy_tree gives it the parent's mode last.
         os.mkdir(target, 0o700)
-        self._chown(target, uid, gid)
-        if parent_dir is not None:
-            copy_tree(parent_dir, target, chown=self._chown)
-        else:
-            os.chmod(target, 0o555)
+        try:
+            self._chown(target, uid, gid)
+            if parent_dir is not None:
+                copy_tree(parent_dir, target, chown=self._chown)
+            else:
+                os.chmod(target, 0o555)
+        except BaseException:
+            remove_tree(target)
+            raise
 
     def create_from_staging(
         self,
