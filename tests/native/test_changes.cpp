@@ -16,6 +16,7 @@
 
 #include "changes/changes.h"
 #include "compress/byte_io.h"
+#include "tar/clean_path.h"
 #include "tar/writer.h"
 
 using namespace layerstore;
@@ -189,9 +190,9 @@ void test_writer() {
   // The PAX header of keep/k is named keep/PaxHeaders.0/k.
   CHECK(sink.data.find(std::string("keep/PaxHeaders.0/k\0", 20)) != std::string::npos);
 
-  CHECK(go_path_clean("a/b/") == "a/b");
-  CHECK(go_path_clean("/../x/./y//") == "/x/y");
-  CHECK(go_path_clean("") == ".");
+  CHECK(clean_path("a/b/") == "a/b");
+  CHECK(clean_path("/../x/./y//") == "/x/y");
+  CHECK(clean_path("") == ".");
   CHECK(format_pax_record("path", std::string(91, 'a')) == "101 path=" + std::string(91, 'a') + "\n");
 }
 

@@ -16,6 +16,7 @@
 #include "compress/compress.h"
 #include "compress/decompress.h"
 #include "digest/crc64.h"
+#include "tar/clean_path.h"
 #include "tarsplit/assembler.h"
 #include "tarsplit/disassembler.h"
 #include "tarsplit/packer.h"
@@ -153,6 +154,9 @@ int main() {
   CHECK(clean_path("a/../../b") == "../b");
   CHECK(clean_path("/") == "/");
   CHECK(clean_path("..") == "..");
+  CHECK(clean_path("a/b/../c") == "a/c");  // not "a//c"
+  CHECK(clean_path("a/b/..") == "a");
+  CHECK(clean_path("../x/..") == "..");
 
   // ---- round trips of GNU tar archives ----
   const std::string d = tmpdir + "/root";

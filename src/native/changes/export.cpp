@@ -18,6 +18,7 @@
 #include "changes/changes.h"
 #include "changes/fs_read.h"
 #include "extract/path_error.h"
+#include "tar/clean_path.h"
 #include "tar/writer.h"
 
 namespace layerstore {
@@ -180,7 +181,7 @@ class TarAppender {
       size_t slash = h.name.rfind('/');
       std::string dir = slash == std::string::npos ? "" : h.name.substr(0, slash + 1);
       std::string file = slash == std::string::npos ? h.name : h.name.substr(slash + 1);
-      h.name = go_path_clean(dir.empty() ? ".wh." + file : dir + "/.wh." + file);
+      h.name = clean_path(dir.empty() ? ".wh." + file : dir + "/.wh." + file);
       h.mode = 0;
       h.typeflag = '0';
       h.size = 0;
@@ -189,7 +190,7 @@ class TarAppender {
     std::string opaque;
     if (!fsread::get_xattr(path, "trusted.overlay.opaque", &opaque, false)) return true;
     if (opaque != "y" || lowers_.empty()) return true;
-    const std::string rel = go_path_clean(h.name);  // "a/b/" -> "a/b"
+    const std::string rel = clean_path(h.name);  // "a/b/" -> "a/b"
     for (const std::string& lower : lowers_) {
       struct stat ls;
       if (fsread::stat_path(lower + "/" + rel, &ls, true)) {
@@ -197,7 +198,7 @@ class TarAppender {
         auto w = std::make_unique<TarHeader>();
         w->typeflag = '0';
         w->mode = h.mode & 0777;
-        w->name = go_path_clean(h.name + "/.wh..wh..opq");
+        w->name = clean_path(h.name + "/.wh..wh..opq");
         w->uid = h.uid;
         w->gid = h.gid;
         w->uname = h.uname;
@@ -281,7 +282,7 @@ uint64_t export_changes(const std::string& root, std::vector<Change> changes,
   for (const Change& c : changes) {
     if (c.kind == ChangeKind::kDelete) {
       const std::string wh =
-          go_path_clean(fsread::path_dir(c.path) + "/.wh." + fsread::path_base(c.path));
+          clean_path(fsread::path_dir(c.path) + "/.wh." + fsread::path_base(c.path));
       struct timespec now;
       clock_gettime(CLOCK_REALTIME, &now);
       TarHeader h;

@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "extract/path_error.h"
+#include "tar/clean_path.h"
 #include "tar/writer.h"
 
 namespace layerstore {
@@ -97,7 +98,7 @@ bool get_xattr(const std::string& path, const char* name, std::string* value, bo
 std::string path_dir(const std::string& p) {
   size_t slash = p.rfind('/');
   std::string dir = slash == std::string::npos ? "" : p.substr(0, slash + 1);
-  return go_path_clean(dir);
+  return clean_path(dir);
 }
 
 std::string path_base(const std::string& p) {

@@ -15,8 +15,8 @@
 
 #include "extract/path_error.h"
 #include "extract/safe_path.h"
+#include "tar/clean_path.h"
 #include "tar/errors.h"
-#include "tarsplit/packer.h"
 
 namespace layerstore {
 

@@ -5,6 +5,8 @@
 #include <cstring>
 #include <map>
 
+#include "tar/clean_path.h"
+
 namespace layerstore {
 
 namespace {
@@ -135,7 +137,7 @@ std::string pax_header_name(const std::string& real_name) {
     if (!joined.empty()) joined.push_back('/');
     joined += part;
   }
-  return go_path_clean(joined);
+  return clean_path(joined);
 }
 
 // The V7 + USTAR fields common to the USTAR and PAX main headers.
@@ -158,41 +160,6 @@ void template_v7_plus(uint8_t* blk, const TarHeader& h, int64_t mtime, bool asci
 }
 
 }  // namespace
-
-std::string go_path_clean(const std::string& path) {
-  if (path.empty()) return ".";
-  const bool rooted = path[0] == '/';
-  const size_t n = path.size();
-  std::string out;
-  size_t r = 0, dotdot = 0;
-  if (rooted) {
-    out.push_back('/');
-    r = dotdot = 1;
-  }
-  while (r < n) {
-    if (path[r] == '/') {
-      ++r;
-    } else if (path[r] == '.' && (r + 1 == n || path[r + 1] == '/')) {
-      ++r;
-    } else if (path[r] == '.' && path[r + 1] == '.' && (r + 2 == n || path[r + 2] == '/')) {
-      r += 2;
-      if (out.size() > dotdot) {
-        out.pop_back();
-        while (out.size() > dotdot && out.back() != '/') out.pop_back();
-      } else if (!rooted) {
-        if (!out.empty()) out.push_back('/');
-        out += "..";
-        dotdot = out.size();
-      }
-    } else {
-      if ((rooted && out.size() != 1) || (!rooted && !out.empty())) out.push_back('/');
-      for (; r < n && path[r] != '/'; ++r) out.push_back(path[r]);
-    }
-  }
-  // out.size() > dotdot after a pop can leave a trailing '/' only at the root.
-  if (out.empty()) return ".";
-  return out;
-}
 
 std::string format_pax_record(const std::string& key, const std::string& value) {
   const size_t padding = 3;  // ' ', '=' and '\n'

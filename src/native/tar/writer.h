@@ -58,9 +58,6 @@ class TarWriter {
   bool closed_ = false;
 };
 
-// Go's path.Clean, for tar names (exposed for tests).
-std::string go_path_clean(const std::string& p);
-
 // Go's formatPAXRecord: "<len> <key>=<value>\n".
 std::string format_pax_record(const std::string& key, const std::string& value);
 

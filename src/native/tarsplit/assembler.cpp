@@ -19,6 +19,7 @@
 
 #include "compress/decompress.h"
 #include "digest/crc64.h"
+#include "tar/clean_path.h"
 #include "tar/errors.h"
 #include "tarsplit/json_util.h"
 #include "tarsplit/packer.h"

@@ -5,6 +5,7 @@
 
 #include <vector>
 
+#include "tar/clean_path.h"
 #include "tarsplit/json_util.h"
 
 namespace layerstore {
@@ -123,44 +124,6 @@ void TarSplitPacker::finish() {
   for (int i = 0; i < 4; ++i) trailer[i] = static_cast<uint8_t>(deflater_->crc >> (8 * i));
   for (int i = 0; i < 4; ++i) trailer[4 + i] = static_cast<uint8_t>(deflater_->total >> (8 * i));
   out_.write(trailer, sizeof trailer);
-}
-
-std::string clean_path(const std::string& path) {
-  // Go's path/filepath.Clean (Unix).
-  if (path.empty()) return ".";
-  bool rooted = path[0] == '/';
-  size_t n = path.size();
-  std::string out;
-  out.reserve(n);
-  size_t r = 0, dotdot = 0;
-  if (rooted) {
-    out.push_back('/');
-    r = 1;
-    dotdot = 1;
-  }
-  while (r < n) {
-    if (path[r] == '/') {
-      ++r;
-    } else if (path[r] == '.' && (r + 1 == n || path[r + 1] == '/')) {
-      ++r;
-    } else if (path[r] == '.' && path[r + 1] == '.' && (r + 2 == n || path[r + 2] == '/')) {
-      r += 2;
-      if (out.size() > dotdot) {
-        size_t w = out.size() - 1;
-        while (w > dotdot && out[w] != '/') --w;
-        out.resize(w);
-      } else if (!rooted) {
-        if (!out.empty()) out.push_back('/');
-        out += "..";
-        dotdot = out.size();
-      }
-    } else {
-      if ((rooted && out.size() != 1) || (!rooted && !out.empty())) out.push_back('/');
-      for (; r < n && path[r] != '/'; ++r) out.push_back(path[r]);
-    }
-  }
-  if (out.empty()) return ".";
-  return out;
 }
 
 }  // namespace layerstore

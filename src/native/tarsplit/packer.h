@@ -44,7 +44,4 @@ class TarSplitPacker {
   bool finished_ = false;
 };
 
-// Go's filepath.Clean on a raw byte string.
-std::string clean_path(const std::string& p);
-
 }  // namespace layerstore
