@@ -14,6 +14,7 @@
 #include "tar/reader.h"
 
 #include "check.h"
+#include "test_io.h"
 
 using namespace layerstore;
 
@@ -23,24 +24,6 @@ struct Entry {
 };
 
 static std::string tmpdir;
-
-static std::string read_file(const std::string& path) {
-  std::string out;
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) return out;
-  char buf[65536];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-  std::fclose(f);
-  return out;
-}
-
-static void sh(const std::string& cmd) {
-  if (std::system(cmd.c_str()) != 0) {
-    std::fprintf(stderr, "command failed: %s\n", cmd.c_str());
-    ++failures;
-  }
-}
 
 // Reads every entry; *rebuilt gets raw + data in stream order (must equal the input).
 static std::vector<Entry> read_all(const std::string& tar, std::string* rebuilt = nullptr,

@@ -22,32 +22,12 @@
 #include "tarsplit/packer.h"
 
 #include "check.h"
+#include "test_io.h"
 
 using namespace layerstore;
 
 static std::string tmpdir;
 
-static std::string read_file(const std::string& path) {
-  std::string out;
-  FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) return out;
-  char buf[65536];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
-  std::fclose(f);
-  return out;
-}
-static void write_file(const std::string& path, const std::string& data) {
-  FILE* f = std::fopen(path.c_str(), "wb");
-  std::fwrite(data.data(), 1, data.size(), f);
-  std::fclose(f);
-}
-static void sh(const std::string& cmd) {
-  if (std::system(cmd.c_str()) != 0) {
-    std::fprintf(stderr, "command failed: %s\n", cmd.c_str());
-    ++failures;
-  }
-}
 static std::string gunzip(const std::string& gz) {
   auto d = Decompressor::create(Compression::kGzip);
   StringSink out;
