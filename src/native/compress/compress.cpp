@@ -17,14 +17,12 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <condition_variable>
 #include <cstring>
-#include <deque>
-#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "compress/ordered_workers.h"
 #include "tar/errors.h"
 
 namespace layerstore {
@@ -106,8 +104,6 @@ struct GzJob {
   RawBuffer out;
   size_t out_len = 0;
   uint32_t crc = 0;
-  bool done = false;
-  std::string error;
 };
 
 // A worker's deflate state, reused for every block it compresses.
@@ -206,19 +202,18 @@ void compress_block(Deflater& d, GzJob& j) {
 class ParallelGzipSink final : public ByteSink {
  public:
   ParallelGzipSink(ByteSink& out, int level, int threads)
-      : out_(out), level_(isal_level(level)) {
-    unsigned n = threads > 0 ? static_cast<unsigned>(threads) : std::thread::hardware_concurrency();
-    if (n == 0) n = 1;
-    if (n > 64) n = 64;
-    max_inflight_ = 2 * n + 2;
+      : out_(out),
+        level_(isal_level(level)),
+        max_inflight_(2 * worker_count(threads) + 2),
+        workers_(worker_count(threads), [this] {
+          return [d = Deflater(level_)](GzJob& j) mutable { compress_block(d, j); };
+        }) {
     cur_ = new_job();
-    // The header goes out before any thread exists, so a failing sink cannot strand them.
     static const uint8_t kHeader[10] = {0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 0xff};
     out_.write(kHeader, sizeof kHeader);
-    for (unsigned i = 0; i < n; ++i) workers_.emplace_back([this] { work(); });
   }
 
-  ~ParallelGzipSink() override { stop(); }
+  ~ParallelGzipSink() override { workers_.stop(); }
 
   void write(const uint8_t* p, size_t n) override {
     while (n > 0) {
@@ -244,16 +239,21 @@ class ParallelGzipSink final : public ByteSink {
     if (closed_) return;
     closed_ = true;
     submit(true);
-    while (!order_.empty()) emit_front();
+    while (workers_.pending() > 0) emit_front();
     uint8_t trailer[8];
     for (int i = 0; i < 4; ++i) trailer[i] = static_cast<uint8_t>(crc_ >> (8 * i));
     for (int i = 0; i < 4; ++i) trailer[4 + i] = static_cast<uint8_t>(total_ >> (8 * i));
     out_.write(trailer, sizeof trailer);
-    stop();
+    workers_.stop();
     out_.close();
   }
 
  private:
+  static unsigned worker_count(int threads) {
+    unsigned n = threads > 0 ? static_cast<unsigned>(threads) : std::thread::hardware_concurrency();
+    return std::min(std::max(n, 1u), 64u);
+  }
+
   std::shared_ptr<GzJob> new_job() {
     std::shared_ptr<GzJob> j;
     if (!free_.empty()) {
@@ -267,9 +267,7 @@ class ParallelGzipSink final : public ByteSink {
     j->dict_len = 0;
     j->len = 0;
     j->out_len = 0;
-    j->done = false;
     j->last = false;
-    j->error.clear();
     return j;
   }
 
@@ -283,84 +281,30 @@ class ParallelGzipSink final : public ByteSink {
       next->dict_len = d;
       cur_ = next;
     }
-    {
-      std::lock_guard<std::mutex> g(mu_);
-      queue_.push_back(job);
-      order_.push_back(job);
-    }
-    cv_work_.notify_one();
+    workers_.submit(std::move(job));
     // Write out finished blocks; bound the memory in flight.
-    while (!order_.empty() && (order_.size() > max_inflight_ || front_done())) emit_front();
-  }
-
-  bool front_done() {
-    std::lock_guard<std::mutex> g(mu_);
-    return order_.front()->done;
+    while (workers_.pending() > 0 &&
+           (workers_.pending() > max_inflight_ || workers_.front_done()))
+      emit_front();
   }
 
   void emit_front() {
-    std::shared_ptr<GzJob> j = order_.front();
-    {
-      std::unique_lock<std::mutex> g(mu_);
-      cv_done_.wait(g, [&] { return j->done; });
-      order_.pop_front();
-    }
-    if (!j->error.empty()) throw ArchiveError(j->error);
+    std::shared_ptr<GzJob> j = workers_.take_front();
     crc_ = static_cast<uint32_t>(crc32_combine(crc_, j->crc, static_cast<z_off_t>(j->len)));
     total_ += j->len;
     out_.write(j->out.data(), j->out_len);
     if (free_.size() < max_inflight_ + 2) free_.push_back(std::move(j));
   }
 
-  void work() {
-    Deflater d(level_);
-    for (;;) {
-      std::shared_ptr<GzJob> j;
-      {
-        std::unique_lock<std::mutex> g(mu_);
-        cv_work_.wait(g, [&] { return stopping_ || !queue_.empty(); });
-        if (queue_.empty()) return;
-        j = queue_.front();
-        queue_.pop_front();
-      }
-      try {
-        compress_block(d, *j);
-      } catch (const std::exception& e) {
-        j->error = e.what();
-      }
-      {
-        std::lock_guard<std::mutex> g(mu_);
-        j->done = true;
-      }
-      cv_done_.notify_all();
-    }
-  }
-
-  void stop() {
-    {
-      std::lock_guard<std::mutex> g(mu_);
-      stopping_ = true;
-      queue_.clear();
-    }
-    cv_work_.notify_all();
-    for (auto& t : workers_) t.join();
-    workers_.clear();
-  }
-
   ByteSink& out_;
   int level_;
-  size_t max_inflight_ = 4;
+  size_t max_inflight_;
   std::shared_ptr<GzJob> cur_;
   std::vector<std::shared_ptr<GzJob>> free_;
-  std::deque<std::shared_ptr<GzJob>> order_;  // submitted, in stream order (caller thread)
-  std::deque<std::shared_ptr<GzJob>> queue_;  // waiting for a worker
-  std::mutex mu_;
-  std::condition_variable cv_work_, cv_done_;
-  std::vector<std::thread> workers_;
-  bool stopping_ = false;
   bool closed_ = false;
   uint32_t crc_ = 0;
   uint64_t total_ = 0;
+  OrderedWorkers<GzJob> workers_;  // last: its threads stop before the rest goes
 };
 
 class ZstdSink final : public ByteSink {

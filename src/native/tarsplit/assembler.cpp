@@ -8,16 +8,14 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <condition_variable>
-#include <deque>
 #include <memory>
-#include <mutex>
 #include <thread>
 #include <cstring>
 #include <unordered_set>
 #include <utility>
 
 #include "compress/decompress.h"
+#include "compress/ordered_workers.h"
 #include "digest/crc64.h"
 #include "tar/clean_path.h"
 #include "tar/errors.h"
@@ -221,11 +219,13 @@ class SerialHandler final : public EntryHandler {
 class ParallelHandler final : public EntryHandler {
  public:
   ParallelHandler(FileGetter& files, ByteSink& out, unsigned workers)
-      : files_(files), out_(out), max_inflight_(2 * workers + 1) {
+      : files_(files),
+        out_(out),
+        max_inflight_(2 * workers + 1),
+        workers_(workers, [this] { return [this](Batch& b) { run(b); }; }) {
     cur_ = new_batch();
-    for (unsigned i = 0; i < workers; ++i) threads_.emplace_back([this] { work(); });
   }
-  ~ParallelHandler() override { stop(); }
+  ~ParallelHandler() override { workers_.stop(); }
 
   uint8_t* segment_space(size_t n) override {
     seg_mark_ = cur_->segdata.size();
@@ -265,7 +265,7 @@ class ParallelHandler final : public EntryHandler {
   void finish() override {
     submit();
     drain_all();
-    stop();
+    workers_.stop();
   }
 
  private:
@@ -281,8 +281,6 @@ class ParallelHandler final : public EntryHandler {
     size_t expect = 0;
     RawBuffer out;
     size_t used = 0;
-    std::exception_ptr err;
-    bool done = false;
   };
 
   // Batches (and their buffers) are recycled: no fresh pages per batch.
@@ -294,36 +292,23 @@ class ParallelHandler final : public EntryHandler {
     b->segdata.clear();
     b->expect = 0;
     b->used = 0;
-    b->err = nullptr;
-    b->done = false;
     return b;
   }
 
   void submit() {
     if (cur_->ops.empty()) return;
-    {
-      std::lock_guard<std::mutex> g(mu_);
-      queue_.push_back(cur_);
-      order_.push_back(cur_);
-    }
-    cv_work_.notify_one();
+    workers_.submit(std::move(cur_));
     cur_ = new_batch();
-    while (order_.size() > max_inflight_) write_front();
+    while (workers_.pending() > max_inflight_) write_front();
   }
 
   void drain_all() {
-    while (!order_.empty()) write_front();
+    while (workers_.pending() > 0) write_front();
   }
 
   void write_front() {
-    std::shared_ptr<Batch> b = order_.front();
-    {
-      std::unique_lock<std::mutex> g(mu_);
-      cv_done_.wait(g, [&] { return b->done; });
-      order_.pop_front();
-    }
+    std::shared_ptr<Batch> b = workers_.take_front();  // rethrows the batch's failure
     if (b->used) out_.write(b->out.data(), b->used);
-    if (b->err) std::rethrow_exception(b->err);
     if (free_.size() <= max_inflight_) free_.push_back(std::move(b));
   }
 
@@ -346,40 +331,6 @@ class ParallelHandler final : public EntryHandler {
     }
   }
 
-  void work() {
-    for (;;) {
-      std::shared_ptr<Batch> b;
-      {
-        std::unique_lock<std::mutex> g(mu_);
-        cv_work_.wait(g, [&] { return stopping_ || !queue_.empty(); });
-        if (queue_.empty()) return;
-        b = queue_.front();
-        queue_.pop_front();
-      }
-      try {
-        run(*b);
-      } catch (...) {
-        b->err = std::current_exception();
-      }
-      {
-        std::lock_guard<std::mutex> g(mu_);
-        b->done = true;
-      }
-      cv_done_.notify_all();
-    }
-  }
-
-  void stop() {
-    {
-      std::lock_guard<std::mutex> g(mu_);
-      stopping_ = true;
-      queue_.clear();
-    }
-    cv_work_.notify_all();
-    for (auto& t : threads_) t.join();
-    threads_.clear();
-  }
-
   FileGetter& files_;
   ByteSink& out_;
   size_t max_inflight_;
@@ -387,12 +338,7 @@ class ParallelHandler final : public EntryHandler {
   std::vector<std::shared_ptr<Batch>> free_;  // parsing thread only
   RawBuffer stream_buf_;
   size_t seg_mark_ = 0;
-  std::deque<std::shared_ptr<Batch>> order_;  // parsing thread only
-  std::deque<std::shared_ptr<Batch>> queue_;  // guarded by mu_
-  std::mutex mu_;
-  std::condition_variable cv_work_, cv_done_;
-  std::vector<std::thread> threads_;
-  bool stopping_ = false;
+  OrderedWorkers<Batch> workers_;  // last: its threads stop before the rest goes
 };
 
 // Parses the NDJSON entries (any key order, whitespace, unknown keys skipped, as Go's
