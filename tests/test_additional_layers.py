@@ -9,7 +9,6 @@ a copy): it mounts, serves as a lower, and its ``diff`` streams the stored blob.
 from __future__ import annotations
 
 import base64
-import contextlib
 import gzip
 import hashlib
 import io
@@ -17,27 +16,20 @@ import json
 import os
 import subprocess
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from layerstore import Compression, LayerStore, errors
-from layerstore.drivers.overlay import mount_points_under, sys_unmount
 
 GO_CLI = "/usr/bin/containers-storage"
 
 
 @pytest.fixture(autouse=True)
-def _no_mounts_left(tmp_path: Path) -> Iterator[None]:
+def _no_mounts_left(tmp_path: Path, unmount_all: Callable[[Path], None]) -> Iterator[None]:
     yield
-    for _ in range(20):
-        points = mount_points_under(str(tmp_path))
-        if not points:
-            return
-        for point in points:
-            with contextlib.suppress(OSError):
-                sys_unmount(point)
+    unmount_all(tmp_path)
 
 
 def make_tar(files: dict[str, bytes]) -> bytes:

@@ -18,28 +18,21 @@ import sys
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from layerstore import LayerStore
-from layerstore.drivers.overlay import mount_points_under, sys_unmount
 
 PY = sys.executable
 
 
 @pytest.fixture(autouse=True)
-def _no_mounts_left(tmp_path: Path) -> Iterator[None]:
+def _no_mounts_left(tmp_path: Path, unmount_all: Callable[[Path], None]) -> Iterator[None]:
     """The Go CLI leaves G/overlay bind-mounted on itself (as podman does)."""
     yield
-    for _ in range(20):
-        points = mount_points_under(str(tmp_path))
-        if not points:
-            return
-        for point in points:
-            with contextlib.suppress(OSError):
-                sys_unmount(point)
+    unmount_all(tmp_path)
 
 
 MIB = 1 << 20

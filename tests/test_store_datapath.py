@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 from layerstore import Compression, LayerStore, errors
-from layerstore.drivers.overlay import mount_points_under, sys_unmount
+from layerstore.drivers.overlay import mount_points_under
 
 EMPTY_SHA256 = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 DRIVERS = ["vfs", "overlay"]
@@ -182,30 +182,15 @@ def tree(root: str | Path) -> dict[str, tuple[Any, ...]]:
     return out
 
 
-@contextlib.contextmanager
-def open_store(root: Path, driver: str) -> Iterator[LayerStore]:
-    try:
-        with LayerStore(root / "g", root / "r", driver=driver) as store:
-            yield store
-    finally:
-        for _ in range(20):
-            points = mount_points_under(str(root))
-            if not points:
-                break
-            for p in points:
-                with contextlib.suppress(OSError):
-                    sys_unmount(p)
-
-
 @pytest.fixture(params=DRIVERS)
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LayerStore]:
-    with open_store(tmp_path / "store", str(request.param)) as s:
+def store(request: pytest.FixtureRequest, root: Path) -> Iterator[LayerStore]:
+    with LayerStore(root / "store" / "g", root / "store" / "r", driver=request.param) as s:
         yield s
 
 
 @pytest.fixture
-def vfs_store(tmp_path: Path) -> Iterator[LayerStore]:
-    with open_store(tmp_path / "store", "vfs") as s:
+def vfs_store(root: Path) -> Iterator[LayerStore]:
+    with LayerStore(root / "store" / "g", root / "store" / "r", driver="vfs") as s:
         yield s
 
 
