@@ -226,9 +226,8 @@ void bind_format(py::module_& m) {
           std::unique_ptr<layerstore::ByteSink> out =
               layerstore::make_compressing_sink(c, sink, level, threads);
           // Compressed: `threads` compress and the files are read on this thread. Uncompressed:
-          // threads > 1 reads files ahead on that many threads (measured no faster on a busy
-          // 2-CPU machine, so the default stays serial).
-          const bool readers = c == layerstore::Compression::kNone && threads > 1;
+          // `threads` read the files ahead (0: one per CPU) while this thread writes.
+          const bool readers = c == layerstore::Compression::kNone;
           layerstore::assemble(src, files, *out, readers ? threads : 1);
           out->close();
           return sink.bytes_written();

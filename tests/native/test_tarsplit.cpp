@@ -216,10 +216,22 @@ int main() {
     sh("printf 'hello\\n!' > " + upper + "/a.txt && cp " + upper + "/a.txt " + upper +
        "/sub/hard");
     CHECK(changed_msg(error_of<ChecksumError>(ts, {upper, d})));  // grown
-    // A big file (streamed, not batched) that changed.
-    write_file(d + "/sub/big.bin", big.substr(0, 100) + "!" + big.substr(101));
-    CHECK(error_of<ChecksumError>(ts, {d}) ==
-          "file integrity checksum failed for \"./sub/big.bin\"");
+    // A big file (3 MB: read in 1 MiB pieces by the parallel path) that changed in its
+    // first or last piece, shrank or grew by one byte.
+    const std::string big_changed = "file integrity checksum failed for \"./sub/big.bin\"";
+    auto flipped = [&](size_t at) {  // one bit of byte `at` changed
+      std::string changed = big;
+      changed[at] = static_cast<char>(changed[at] ^ 1);
+      return changed;
+    };
+    write_file(d + "/sub/big.bin", flipped(100));
+    CHECK(error_of<ChecksumError>(ts, {d}) == big_changed);
+    write_file(d + "/sub/big.bin", flipped(big.size() - 1));
+    CHECK(error_of<ChecksumError>(ts, {d}) == big_changed);
+    write_file(d + "/sub/big.bin", big.substr(0, big.size() - 1));
+    CHECK(error_of<ChecksumError>(ts, {d}) == big_changed);
+    write_file(d + "/sub/big.bin", big + "!");
+    CHECK(error_of<ChecksumError>(ts, {d}) == big_changed);
     // A missing file: the OS error names the path.
     sh("rm -f " + d + "/sub/big.bin");
     std::string missing;

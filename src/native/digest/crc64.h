@@ -10,4 +10,8 @@ namespace layerstore {
 // Start with crc = 0; feed the result of the previous call to continue.
 uint64_t crc64_iso_update(uint64_t crc, const void* p, size_t n);
 
+// The CRC of A followed by B, from crc_a = CRC(A), crc_b = CRC(B) and B's length: lets
+// pieces of one file be checked on different threads.
+uint64_t crc64_iso_combine(uint64_t crc_a, uint64_t crc_b, uint64_t len_b);
+
 }  // namespace layerstore

@@ -5,12 +5,16 @@
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
-#include <memory>
-#include <thread>
 #include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
 #include <unordered_set>
 #include <utility>
 
@@ -116,6 +120,73 @@ class EntryHandler {
   virtual void finish() = 0;
 };
 
+void check_crc(uint64_t crc, const std::string& name, const std::string& want) {
+  uint8_t be[8];
+  for (int i = 0; i < 8; ++i) be[i] = static_cast<uint8_t>(crc >> (56 - 8 * i));
+  if (want.size() != 8 || std::memcmp(want.data(), be, 8) != 0) throw ChecksumError(name);
+}
+
+// A big file read in pieces on several threads: opened once, checked against its CRC-64
+// when the last piece is in. It must hold exactly the entry's size: shorter or longer, its
+// CRC would not match in Go either (Go copies the whole file, then compares).
+class PiecewiseFile {
+ public:
+  PiecewiseFile(FileGetter& files, const std::string& name, const std::string& want,
+                uint64_t size)
+      : files_(files), name_(name), want_(want), size_(size) {}
+  ~PiecewiseFile() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  PiecewiseFile(const PiecewiseFile&) = delete;
+  PiecewiseFile& operator=(const PiecewiseFile&) = delete;
+
+  // Reads bytes [off, off + n) into p; any thread, any order, each piece once.
+  void read_piece(uint64_t off, uint8_t* p, size_t n) {
+    const int fd = open_once();
+    const bool last = off + n == size_;
+    uint8_t extra;
+    size_t got = 0;
+    for (;;) {
+      // The last piece asks for one byte more and reads on to EOF: a file that grew fails.
+      struct iovec iov[2] = {{p + got, n - got}, {&extra, 1}};
+      ssize_t r = ::preadv(fd, iov, last ? 2 : 1, static_cast<off_t>(off + got));
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        throw FileError(errno, name_);
+      }
+      if (r == 0) break;
+      got += static_cast<size_t>(r);
+      if (got > n) throw ChecksumError(name_);
+      if (got == n && !last) break;
+    }
+    if (got < n) throw ChecksumError(name_);
+    const uint64_t crc = crc64_iso_update(0, p, n);
+    std::lock_guard<std::mutex> g(mu_);
+    crcs_.emplace(off, std::make_pair(crc, n));
+    read_ += n;
+    if (read_ < size_) return;
+    uint64_t whole = 0;
+    for (const auto& piece : crcs_)
+      whole = crc64_iso_combine(whole, piece.second.first, piece.second.second);
+    check_crc(whole, name_, want_);
+  }
+
+ private:
+  int open_once() {
+    std::lock_guard<std::mutex> g(mu_);
+    if (fd_ < 0) fd_ = files_.open(name_);
+    return fd_;
+  }
+
+  FileGetter& files_;
+  const std::string name_, want_;
+  const uint64_t size_;
+  std::mutex mu_;
+  int fd_ = -1;                                           // guarded by mu_
+  std::map<uint64_t, std::pair<uint64_t, size_t>> crcs_;  // offset -> CRC, length; mu_
+  uint64_t read_ = 0;                                     // guarded by mu_
+};
+
 // Streams `fd` (closed here) into the space room() gives ({pointer, size > 0}), handing
 // each read's byte count to fill(k), and checks the CRC-64 against `want`.
 template <class Room, class Fill>
@@ -139,9 +210,7 @@ void copy_checked(int fd, const std::string& name, const std::string& want, Room
     throw;
   }
   ::close(fd);
-  uint8_t be[8];
-  for (int i = 0; i < 8; ++i) be[i] = static_cast<uint8_t>(crc >> (56 - 8 * i));
-  if (want.size() != 8 || std::memcmp(want.data(), be, 8) != 0) throw ChecksumError(name);
+  check_crc(crc, name, want);
 }
 
 // One thread: segments and file data go into the sink's own buffer when it lends one (the
@@ -214,8 +283,9 @@ class SerialHandler final : public EntryHandler {
 
 // Several threads: entries are cut into batches of about 1 MiB of output; workers fill a
 // batch's buffer (segments + file contents, CRC-checked) and the parsing thread writes the
-// batches in order. Files bigger than a batch are streamed in order by the parsing thread,
-// so memory stays bounded whatever the file sizes.
+// batches in order. Files bigger than a batch are cut into pieces of a batch at most,
+// read by the workers like the rest, so memory stays bounded whatever the file sizes and
+// the parsing thread only parses and writes.
 class ParallelHandler final : public EntryHandler {
  public:
   ParallelHandler(FileGetter& files, ByteSink& out, unsigned workers)
@@ -240,22 +310,18 @@ class ParallelHandler final : public EntryHandler {
   }
   void file(const std::string& name, int64_t size, const std::string& want) override {
     if (size > static_cast<int64_t>(kBatch)) {
-      submit();
-      drain_all();
-      if (stream_buf_.size() == 0) stream_buf_.reserve(kOutBuf);
-      RawBuffer& buf = stream_buf_;
-      size_t used = 0;
-      copy_checked(
-          files_.open(name), name, want,
-          [&] {
-            if (used == buf.size()) {
-              out_.write(buf.data(), used);
-              used = 0;
-            }
-            return std::make_pair(buf.data() + used, buf.size() - used);
-          },
-          [&](size_t k) { used += k; });
-      if (used) out_.write(buf.data(), used);
+      const uint64_t total = static_cast<uint64_t>(size);
+      auto big = std::make_shared<PiecewiseFile>(files_, name, want, total);
+      for (uint64_t off = 0; off < total;) {
+        const size_t n = static_cast<size_t>(std::min<uint64_t>(kBatch, total - off));
+        Op op{false, 0, n, std::string(), std::string()};
+        op.piece_of = big;
+        op.piece_off = off;
+        cur_->ops.push_back(std::move(op));
+        cur_->expect += n;
+        off += n;
+        if (cur_->expect >= kBatch) submit();
+      }
       return;
     }
     cur_->ops.push_back(Op{false, 0, 0, name, want});
@@ -272,8 +338,10 @@ class ParallelHandler final : public EntryHandler {
   static constexpr size_t kBatch = 1 << 20;
   struct Op {
     bool segment;
-    size_t off, len;  // segment bytes in Batch::segdata
+    size_t off, len;  // segment bytes in Batch::segdata; a piece's length
     std::string name, want;
+    std::shared_ptr<PiecewiseFile> piece_of;  // set for a piece of a big file
+    uint64_t piece_off = 0;
   };
   struct Batch {
     std::vector<Op> ops;
@@ -319,6 +387,10 @@ class ParallelHandler final : public EntryHandler {
         if (b.out.size() - b.used < op.len) b.out.grow(b.used + op.len + 4096, b.used);
         std::memcpy(b.out.data() + b.used, b.segdata.data() + op.off, op.len);
         b.used += op.len;
+      } else if (op.piece_of) {
+        if (b.out.size() - b.used < op.len) b.out.grow(b.used + op.len + 4096, b.used);
+        op.piece_of->read_piece(op.piece_off, b.out.data() + b.used, op.len);
+        b.used += op.len;
       } else {
         copy_checked(
             files_.open(op.name), op.name, op.want,
@@ -329,6 +401,7 @@ class ParallelHandler final : public EntryHandler {
             [&b](size_t k) { b.used += k; });
       }
     }
+    b.ops.clear();  // a big file closes once its last piece is read
   }
 
   FileGetter& files_;
@@ -336,7 +409,6 @@ class ParallelHandler final : public EntryHandler {
   size_t max_inflight_;
   std::shared_ptr<Batch> cur_;
   std::vector<std::shared_ptr<Batch>> free_;  // parsing thread only
-  RawBuffer stream_buf_;
   size_t seg_mark_ = 0;
   OrderedWorkers<Batch> workers_;  // last: its threads stop before the rest goes
 };
