@@ -3,6 +3,7 @@
 // gives back every byte, and Go's errors on corrupt or truncated input.
 #include <unistd.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -326,6 +327,16 @@ int main() {
           es[1].h.xattrs[0].second == "bar" &&
           es[1].h.xattrs[1].second == std::string("\x01\0\x02", 3));
     CHECK(es[1].data == "abc");
+  }
+  {
+    // A PAX time at the bottom of int64 with a negative fraction: Go's time.Unix borrows a
+    // second and wraps around to the top (no signed overflow here).
+    std::string pax = pax_record("mtime", "-9223372036854775808.5") +
+                      pax_record("atime", "-9223372036854775808");
+    auto es = read_all(block("PaxHeaders/t", 'x', static_cast<int64_t>(pax.size())) + pad(pax) +
+                       block("t", '0', 0) + kEnd);
+    CHECK(es.size() == 1 && es[0].h.mtime.sec == INT64_MAX && es[0].h.mtime.nsec == 500000000);
+    CHECK(es[0].h.atime.sec == INT64_MIN && es[0].h.atime.nsec == 0);
   }
   {
     // base-256 size and uid; legacy '\0' type with and without a trailing slash; V7 header.

@@ -114,9 +114,9 @@ bool parse_pax_time(const std::string& s, TarTime* t) {
     nsecs = std::stoll(sn);
     if (!ss.empty() && ss[0] == '-') nsecs = -nsecs;
   }
-  // time.Unix normalisation
+  // time.Unix normalisation (Go's int64 arithmetic wraps)
   if (nsecs < 0) {
-    secs -= 1;
+    secs = static_cast<int64_t>(static_cast<uint64_t>(secs) - 1);
     nsecs += 1000000000;
   }
   t->sec = secs;
