@@ -114,6 +114,39 @@ void test_digests_and_sets() {
   }
 }
 
+// A zstd layer whose tar ends exactly where a queue block ends (1 MiB): the decompressor's
+// extra call that finds the frame complete must not turn it into "unexpected EOF".
+void test_zstd_frame_ends_with_a_block() {
+  const std::string tar = make_tar(1, 1046016);
+  CHECK(tar.size() == 1u << 20);
+  for (bool stream : {false, true}) {
+    std::string dir = fresh_layer(stream ? "zstd_block_stream" : "zstd_block_mem");
+    const std::string input = compress_with(Compression::kZstd, tar);
+    std::string err;
+    ApplyResult r;
+    try {
+      if (stream) {
+        int fd = open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+        MemorySource src(input.data(), input.size());
+        StringSink ts;
+        try {
+          r = apply_layer(src, fd, ApplyOptions(), ts);
+        } catch (...) {
+          close(fd);
+          throw;
+        }
+        close(fd);
+      } else {
+        r = apply_mem(input, dir);
+      }
+    } catch (const ArchiveError& e) {
+      err = e.what();
+    }
+    CHECK(err.empty());
+    CHECK(r.uncompressed_size == tar.size() && r.uncompressed_digest == digest(tar));
+  }
+}
+
 // The streaming path (a pipe-like ByteSource, read by its own thread) gives the same.
 void test_stream_source() {
   const std::string tar = make_tar(100, 5000);
@@ -293,6 +326,7 @@ int main() {
   if (mkdtemp(tmpl) == nullptr) return 2;
   g_top = tmpl;
   test_digests_and_sets();
+  test_zstd_frame_ends_with_a_block();
   test_stream_source();
   test_stage_errors();
   test_trusted_digest();

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "compress/compress.h"
 #include "compress/decompress.h"
@@ -32,6 +33,17 @@ static std::string tool(const std::string& cmd, const std::string& in) {
     ++failures;
   }
   return read_file(tmpdir + "/out");
+}
+
+// Resident memory of this process now (/proc/self/statm), in bytes.
+static size_t resident_bytes() {
+  long pages = 0, resident = 0;
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (f) {
+    if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+    std::fclose(f);
+  }
+  return static_cast<size_t>(resident) * static_cast<size_t>(sysconf(_SC_PAGESIZE));
 }
 
 // Decompress in pieces of `chunk` bytes through the push API.
@@ -274,6 +286,45 @@ int main() {
     uint8_t buf[5000];
     for (size_t r; (r = ds.read(buf, sizeof buf)) > 0;) got.append(reinterpret_cast<char*>(buf), r);
     CHECK(got == a);
+  }
+
+  // zstd whose frame ends exactly where an output buffer (256 KiB) ends: the last call
+  // that finds nothing more to do must not make the complete frame look cut short.
+  for (size_t n : {size_t{256} << 10, size_t{1} << 20}) {
+    const std::string plain(n, 'z');
+    const std::string z = tool("zstd -q -c", plain);
+    std::string one, two;
+    try {
+      one = decompress(Compression::kZstd, z);
+      two = decompress(Compression::kZstd, z + tool("zstd -q -c", "ab"));
+    } catch (const ArchiveError& e) {
+      std::fprintf(stderr, "zstd of %zu bytes: %s\n", n, e.what());
+    }
+    CHECK(one == plain);
+    CHECK(two == plain + "ab");
+  }
+
+  // A decompression bomb through the pull adapter (decompress_fd): 64 MiB of zeros from
+  // a few KiB. Its output is handed out as it comes, never piled up whole: what it holds
+  // at once stays within a few MiB (a bzip2 -1 block: 5 MiB).
+  for (const char* cmd : {"gzip -1 -c", "zstd -q -19 -c", "bzip2 -1 -c", "xz -0 -c"}) {
+    sh(std::string("head -c 64M /dev/zero | ") + cmd + " > " + tmpdir + "/bomb");
+    const std::string bomb = read_file(tmpdir + "/bomb");
+    MemorySource src(bomb.data(), bomb.size());
+    DecompressingSource ds(src);
+    const size_t before = resident_bytes();
+    size_t peak = before;
+    uint64_t total = 0;
+    bool zeros = true;
+    std::vector<uint8_t> buf(1 << 20);
+    for (size_t r; (r = ds.read(buf.data(), buf.size())) > 0;) {
+      total += r;
+      zeros = zeros && std::all_of(buf.begin(), buf.begin() + r, [](uint8_t b) { return !b; });
+      peak = std::max(peak, resident_bytes());
+    }
+    CHECK(total == 64u << 20);
+    CHECK(zeros);
+    CHECK(peak - before < (32u << 20));
   }
 
   std::system(("rm -rf " + tmpdir).c_str());

@@ -24,8 +24,9 @@ constexpr size_t kOutChunk = 256 * 1024;
 
 class PassThrough final : public Decompressor {
  public:
-  void feed(const uint8_t* in, size_t n, ByteSink& out) override {
+  size_t feed_some(const uint8_t* in, size_t n, ByteSink& out, size_t) override {
     if (n) out.write(in, n);
+    return n;
   }
   void finish(ByteSink&) override {}
 };
@@ -35,32 +36,36 @@ class GzipDecompressor final : public Decompressor {
  public:
   GzipDecompressor() : state_(new inflate_state), out_(kOutChunk) {}
 
-  void feed(const uint8_t* in, size_t n, ByteSink& out) override {
-    while (n > 0) {
+  size_t feed_some(const uint8_t* in, size_t n, ByteSink& out, size_t max_out) override {
+    const size_t total = n;
+    budget_ = max_out;
+    produced_ = 0;
+    while (n > 0 && produced_ < budget_) {
       if (!in_member_) {
         // Between members: need the 10 header bytes to decide (Go reads exactly 10).
         size_t take = std::min(n, size_t{10} - pending_.size());
         pending_.append(reinterpret_cast<const char*>(in), take);
         in += take;
         n -= take;
-        if (pending_.size() < 10) return;
+        if (pending_.size() < 10) return total - n;
         start_member();
         std::string hdr;
         hdr.swap(pending_);
-        run(reinterpret_cast<const uint8_t*>(hdr.data()), hdr.size(), out);
+        run(reinterpret_cast<const uint8_t*>(hdr.data()), hdr.size(), out, false);
         continue;
       }
       size_t chunk = std::min(n, size_t{1} << 30);
-      size_t used = run(in, chunk, out);
+      size_t used = run(in, chunk, out, true);
       in += used;
       n -= used;
     }
+    return total - n;
   }
 
   void finish(ByteSink& out) override {
     if (in_member_) {
       // Push out anything ISA-L still holds.
-      run(nullptr, 0, out);
+      run(nullptr, 0, out, false);
       if (in_member_) throw ArchiveError("unexpected EOF");
     }
     if (!pending_.empty() || !seen_member_) throw ArchiveError("unexpected EOF");
@@ -77,9 +82,10 @@ class GzipDecompressor final : public Decompressor {
     seen_member_ = true;
   }
 
-  // Inflates from `in` until the member ends or the input is used up; returns bytes used.
-  // ISA-L keeps the window it needs in its own state, so the output may go anywhere.
-  size_t run(const uint8_t* in, size_t n, ByteSink& out) {
+  // Inflates from `in` until the member ends or the input is used up (or, if may_stop, the
+  // output budget is spent); returns bytes used. ISA-L keeps the window it needs in its own
+  // state, so the output may go anywhere.
+  size_t run(const uint8_t* in, size_t n, ByteSink& out, bool may_stop) {
     inflate_state* s = state_.get();
     SpanSink* span = dynamic_cast<SpanSink*>(&out);
     s->next_in = const_cast<uint8_t*>(in);
@@ -99,8 +105,10 @@ class GzipDecompressor final : public Decompressor {
           out.write(dst, produced);
       }
       if (ret < 0) fail(ret, n - s->avail_in);
-      if (s->block_state == ISAL_BLOCK_FINISH) {
-        in_member_ = false;
+      produced_ += produced;
+      if (s->block_state == ISAL_BLOCK_FINISH ||
+          (may_stop && produced_ >= budget_ && s->avail_in > 0)) {
+        if (s->block_state == ISAL_BLOCK_FINISH) in_member_ = false;
         size_t used = n - s->avail_in;
         consumed_ += used;
         return used;
@@ -130,6 +138,8 @@ class GzipDecompressor final : public Decompressor {
   bool in_member_ = false;
   bool seen_member_ = false;
   uint64_t consumed_ = 0;
+  size_t budget_ = SIZE_MAX;  // feed_some's max_out, and the bytes it has put out so far
+  size_t produced_ = 0;
 };
 
 class ZstdDecompressor final : public Decompressor {
@@ -139,14 +149,16 @@ class ZstdDecompressor final : public Decompressor {
   }
   ~ZstdDecompressor() override { ZSTD_freeDStream(ds_); }
 
-  void feed(const uint8_t* in, size_t n, ByteSink& out) override {
-    if (n == 0) return;
+  size_t feed_some(const uint8_t* in, size_t n, ByteSink& out, size_t max_out) override {
+    if (n == 0) return 0;
     SpanSink* span = dynamic_cast<SpanSink*>(&out);
     ZSTD_inBuffer ib{in, n, 0};
+    size_t produced = 0;
     for (;;) {
       size_t room = out_.size();
       uint8_t* dst = span != nullptr ? span->space(&room) : out_.data();
       ZSTD_outBuffer ob{dst, room, 0};
+      const size_t in_before = ib.pos;
       size_t r = ZSTD_decompressStream(ds_, &ob, &ib);
       if (ZSTD_isError(r)) throw ArchiveError(std::string("zstd: ") + ZSTD_getErrorName(r));
       if (ob.pos) {
@@ -155,10 +167,15 @@ class ZstdDecompressor final : public Decompressor {
         else
           out.write(dst, ob.pos);
       }
-      last_ = r;
+      // A call that did nothing (the frame ended exactly at the end of the last output
+      // buffer) hints at the next frame's header: the frame is still complete.
+      if (ob.pos > 0 || ib.pos > in_before) last_ = r;
       any_ = true;
+      produced += ob.pos;
       if (ib.pos == ib.size && ob.pos < ob.size) break;
+      if (produced >= max_out && ib.pos < ib.size) break;
     }
+    return ib.pos;
   }
   void finish(ByteSink&) override {
     // feed() drains all output it can; a frame is complete when the last call returned 0.
@@ -177,8 +194,10 @@ class Bzip2Decompressor final : public Decompressor {
   Bzip2Decompressor() : out_(kOutChunk) { init(); }
   ~Bzip2Decompressor() override { BZ2_bzDecompressEnd(&s_); }
 
-  void feed(const uint8_t* in, size_t n, ByteSink& out) override {
-    while (n > 0) {
+  size_t feed_some(const uint8_t* in, size_t n, ByteSink& out, size_t max_out) override {
+    const size_t total = n;
+    size_t produced_all = 0;
+    while (n > 0 && produced_all < max_out) {
       if (ended_) {  // another concatenated stream follows
         BZ2_bzDecompressEnd(&s_);
         init();
@@ -192,17 +211,20 @@ class Bzip2Decompressor final : public Decompressor {
         int r = BZ2_bzDecompress(&s_);
         size_t produced = out_.size() - s_.avail_out;
         if (produced) out.write(out_.data(), produced);
+        produced_all += produced;
         if (r == BZ_STREAM_END) {
           ended_ = true;
           break;
         }
         if (r != BZ_OK) throw ArchiveError("bzip2 data invalid: error " + std::to_string(r));
         if (s_.avail_in == 0 && produced < out_.size()) break;
+        if (produced_all >= max_out && s_.avail_in > 0) break;
       }
       size_t used = chunk - s_.avail_in;
       in += used;
       n -= used;
     }
+    return total - n;
   }
   void finish(ByteSink&) override {
     if (!ended_) throw ArchiveError("unexpected EOF");
@@ -227,15 +249,20 @@ class XzDecompressor final : public Decompressor {
   }
   ~XzDecompressor() override { lzma_end(&s_); }
 
-  void feed(const uint8_t* in, size_t n, ByteSink& out) override { run(in, n, LZMA_RUN, out); }
+  size_t feed_some(const uint8_t* in, size_t n, ByteSink& out, size_t max_out) override {
+    run(in, n, LZMA_RUN, out, max_out);
+    return n - s_.avail_in;
+  }
   void finish(ByteSink& out) override {
-    if (run(nullptr, 0, LZMA_FINISH, out) != LZMA_STREAM_END) throw ArchiveError("unexpected EOF");
+    if (run(nullptr, 0, LZMA_FINISH, out, SIZE_MAX) != LZMA_STREAM_END)
+      throw ArchiveError("unexpected EOF");
   }
 
  private:
-  lzma_ret run(const uint8_t* in, size_t n, lzma_action action, ByteSink& out) {
+  lzma_ret run(const uint8_t* in, size_t n, lzma_action action, ByteSink& out, size_t max_out) {
     s_.next_in = in;
     s_.avail_in = n;
+    size_t produced_all = 0;
     for (;;) {
       s_.next_out = out_.data();
       s_.avail_out = out_.size();
@@ -247,6 +274,8 @@ class XzDecompressor final : public Decompressor {
       if (r != LZMA_OK)
         throw ArchiveError("xz: corrupt input (lzma error " + std::to_string(r) + ")");
       if (s_.avail_in == 0 && produced < out_.size()) return r;
+      produced_all += produced;
+      if (produced_all >= max_out && s_.avail_in > 0) return r;
     }
   }
   lzma_stream s_ = LZMA_STREAM_INIT;
@@ -277,9 +306,14 @@ std::unique_ptr<Decompressor> Decompressor::create(Compression c) {
   }
 }
 
+// Output the pull adapter holds at once: feed_some() stops there (plus one block).
+constexpr size_t kMaxPending = 1 << 20;
+
 struct DecompressingSource::Impl {
   std::unique_ptr<Decompressor> dec;
   std::vector<uint8_t> in;
+  size_t in_pos = 0;  // in[in_pos, in_len) is yet to be fed
+  size_t in_len = 0;
   BufferSink out;
   size_t out_pos = 0;
   std::vector<uint8_t> head;  // bytes read for detection, not yet served / fed
@@ -332,10 +366,16 @@ size_t DecompressingSource::read(uint8_t* buf, size_t n) {
     s.out.buf.clear();
     s.out_pos = 0;
     if (s.finished) return 0;
-    if (!s.head.empty()) {
-      s.dec->feed(s.head.data(), s.head.size(), s.out);
+    if (!s.head.empty()) {  // the bytes read for detection go first
+      s.in.swap(s.head);
+      s.in_pos = 0;
+      s.in_len = s.in.size();
       s.head.clear();
       s.head.shrink_to_fit();
+    }
+    if (s.in_pos < s.in_len) {
+      s.in_pos += s.dec->feed_some(s.in.data() + s.in_pos, s.in_len - s.in_pos, s.out,
+                                   kMaxPending);
       continue;
     }
     if (s.in_eof) {
@@ -343,13 +383,10 @@ size_t DecompressingSource::read(uint8_t* buf, size_t n) {
       s.finished = true;
       continue;
     }
-    if (s.in.empty()) s.in.resize(256 * 1024);
-    size_t r = in_.read(s.in.data(), s.in.size());
-    if (r == 0) {
-      s.in_eof = true;
-      continue;
-    }
-    s.dec->feed(s.in.data(), r, s.out);
+    if (s.in.size() < 256 * 1024) s.in.resize(256 * 1024);
+    s.in_pos = 0;
+    s.in_len = in_.read(s.in.data(), s.in.size());
+    if (s.in_len == 0) s.in_eof = true;
   }
 }
 

@@ -27,7 +27,11 @@ class Decompressor {
   static std::unique_ptr<Decompressor> create(Compression c);
   virtual ~Decompressor();
   // Throws ArchiveError on corrupt input.
-  virtual void feed(const uint8_t* in, size_t n, ByteSink& out) = 0;
+  void feed(const uint8_t* in, size_t n, ByteSink& out) { feed_some(in, n, out, SIZE_MAX); }
+  // Like feed(), but returns early, with input left, once max_out bytes came out (a bomb's
+  // output must not pile up in a pull reader); returns the input bytes used. Without input
+  // left it goes on draining what the format holds inside (at most one block).
+  virtual size_t feed_some(const uint8_t* in, size_t n, ByteSink& out, size_t max_out) = 0;
   // End of input. Throws ArchiveError("unexpected EOF") if the stream is truncated.
   virtual void finish(ByteSink& out) = 0;
 };
