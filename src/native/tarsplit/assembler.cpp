@@ -423,7 +423,11 @@ class EntryParser final : public ByteSink {
   void write(const uint8_t* p, size_t n) override {
     const char* s = reinterpret_cast<const char*>(p);
     if (!text_.empty()) {
+      // A line is still open: only a newline in the new bytes can end it. (Rescanning all
+      // the buffered text for every chunk made one long line quadratic.)
+      const bool ends_a_line = std::memchr(s, '\n', n) != nullptr;
       text_.append(s, n);
+      if (!ends_a_line) return;
       size_t done = parse_complete(text_.data(), text_.size());
       text_.erase(0, done);
       return;
