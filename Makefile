@@ -7,12 +7,17 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deps-stamp
 SYSTEM_PACKAGES := containers-storage tar-split libisal-dev libzstd-dev libssl-dev \
 	zlib1g-dev libbz2-dev liblzma-dev pkg-config g++ pigz zstd xz-utils bzip2 \
-	attr debootstrap e2fsprogs util-linux isal time
+	attr debootstrap e2fsprogs util-linux isal time clang-14 libclang-rt-14-dev
 NATIVE_BUILD := build/native-tests
 NATIVE_ASAN_BUILD := build/native-asan
+FUZZ_BUILD := build/fuzz
+FUZZERS := fuzz_tar_reader fuzz_decompress fuzz_tarsplit_assemble fuzz_roundtrip fuzz_apply
+FUZZ_SECONDS ?= 60
+FUZZ_SMOKE_SECONDS ?= 15
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: all system-deps venv build test test-native test-native-asan lint typecheck demo bench bench-native datasets clean
+.PHONY: all system-deps venv build test test-native test-native-asan fuzz-build fuzz fuzz-smoke \
+	lint typecheck demo bench bench-native datasets clean
 
 all: build
 
@@ -55,6 +60,41 @@ test-native-asan: venv
 	UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 		ctest --test-dir $(NATIVE_ASAN_BUILD) --output-on-failure -j$$(nproc)
 
+# libFuzzer harnesses (tests/fuzz) against an ASan+UBSan+coverage build of the core, with
+# seeds made fresh by make_seeds.py. Each harness runs for $(1) seconds on
+# $(FUZZ_BUILD)/corpus/<harness> (kept, it grows) plus the seeds; a crash leaves its input in
+# $(FUZZ_BUILD)/artifacts/ and fails the target.
+fuzz-build: venv
+	cmake -S . -B $(FUZZ_BUILD) -G Ninja -DLAYERSTORE_PYTHON=OFF -DLAYERSTORE_FUZZ=ON \
+		-DCMAKE_CXX_COMPILER=clang++-14 -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+	cmake --build $(FUZZ_BUILD)
+	$(PY) tests/fuzz/make_seeds.py $(FUZZ_BUILD)/seeds
+
+run_fuzzers = mkdir -p $(FUZZ_BUILD)/artifacts $(FUZZ_BUILD)/logs; \
+	for f in $(FUZZERS); do \
+	  mkdir -p $(FUZZ_BUILD)/corpus/$$f; \
+	  log=$(FUZZ_BUILD)/logs/$$f.log; \
+	  case $$f in \
+	    fuzz_decompress) dict= ;; \
+	    fuzz_tarsplit_assemble) dict=-dict=tests/fuzz/tarsplit.dict ;; \
+	    *) dict=-dict=tests/fuzz/tar.dict ;; \
+	  esac; \
+	  if $(FUZZ_BUILD)/$$f $$dict -max_total_time=$(1) -timeout=30 -rss_limit_mb=2560 \
+	      -print_final_stats=1 -artifact_prefix=$(FUZZ_BUILD)/artifacts/$$f- \
+	      $(FUZZ_BUILD)/corpus/$$f $(FUZZ_BUILD)/seeds/$$f >$$log 2>&1; then \
+	    echo "$$f: $$(grep -o 'stat::number_of_executed_units: [0-9]*' $$log | cut -d' ' -f2)" \
+	      "runs in $(1) s, $$(ls $(FUZZ_BUILD)/corpus/$$f | wc -l) inputs in its corpus"; \
+	  else \
+	    tail -n 60 $$log; echo "$$f FAILED (log: $$log)"; exit 1; \
+	  fi; \
+	done
+
+fuzz: fuzz-build
+	@$(call run_fuzzers,$(FUZZ_SECONDS))
+
+fuzz-smoke: fuzz-build
+	@$(call run_fuzzers,$(FUZZ_SMOKE_SECONDS))
+
 lint: venv
 	$(VENV)/bin/ruff check src/python tests $(wildcard benchmarks)
 	$(VENV)/bin/ruff format --check src/python tests $(wildcard benchmarks)
@@ -62,7 +102,7 @@ lint: venv
 typecheck: build
 	$(VENV)/bin/mypy
 
-test: build lint typecheck test-native test-native-asan
+test: build lint typecheck test-native test-native-asan fuzz-smoke
 	$(PY) -m pytest -q tests
 
 demo: build

@@ -35,6 +35,8 @@ class TarReader {
   size_t read_view(const uint8_t** p, size_t max);
   // Bytes of the current entry's data not yet read (logical bytes for a sparse entry).
   int64_t remaining() const { return sparse_ ? sparse_size_ - sparse_pos_ : remaining_; }
+  // True if the current entry is sparse (its data is expanded: not raw-accountable).
+  bool sparse() const { return sparse_; }
   // Raw non-data bytes consumed since the last take (header blocks, extended headers and
   // their data, padding, end-of-archive zeros and anything after).
   std::string take_raw();
