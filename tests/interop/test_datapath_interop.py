@@ -564,6 +564,13 @@ def _edge_streams() -> dict[str, bytes]:
             subprocess.run(zstd, input=part, capture_output=True, check=True).stdout
             for part in (data[:half], data[half:])
         ),
+        # Streamed, so the frame header asks for the whole window: Go reads up to 512 MiB.
+        "zstd-512MiB-window": subprocess.run(
+            [*zstd, "--long=29", "-"], input=data, capture_output=True, check=True
+        ).stdout,
+        "zstd-1GiB-window": subprocess.run(
+            [*zstd, "--long=30", "-"], input=data, capture_output=True, check=True
+        ).stdout,
         "extra-zero-blocks": data + bytes(10240),
         "junk-after-the-end": data + b"junk after the end" * 10,
         "no-end-marker": data[: _end_of_entries(data)],
@@ -580,9 +587,10 @@ EDGE = _edge_streams()
 def test_unusual_streams_are_taken_or_refused_like_go(
     root: Path, go: Go, ours: LayerStore, name: str
 ) -> None:
-    """Multi-member gzip, multi-frame zstd, bytes after the tar's end (kept: tar-split
-    reads to EOF), no end marker, junk after a gzip stream (refused by both), and an
-    empty stream (the empty digest, sizes omitted)."""
+    """Multi-member gzip, multi-frame zstd, zstd windows of 512 MiB (taken) and 1 GiB
+    (refused by both), bytes after the tar's end (kept: tar-split reads to EOF), no end
+    marker, junk after a gzip stream (refused by both), and an empty stream (the empty
+    digest, sizes omitted)."""
     path = write(root / "blob", EDGE[name])
     done = go.verb("import-layer", "-f", str(path))
     try:

@@ -170,6 +170,11 @@ int main() {
   CHECK(decompress(Compression::kGzip, tool("gzip -c", a) + tool("gzip -c", b)) == a + b);
   CHECK(decompress(Compression::kZstd, tool("zstd -q -c", a) + tool("zstd -q -c", b)) == a + b);
   CHECK(decompress(Compression::kBzip2, tool("bzip2 -c", a) + tool("bzip2 -c", b)) == a + b);
+  // zstd windows: up to 512 MiB is read, as Go does; a frame asking for 1 GiB is refused
+  // with Go's words (streamed, so the frame header carries the window asked for).
+  CHECK(decompress(Compression::kZstd, tool("zstd -q --long=29 -c -", a)) == a);
+  CHECK(error_of(Compression::kZstd, tool("zstd -q --long=30 -c -", a)) ==
+        "window size exceeded");
 
   // Errors, with Go's texts.
   std::string gz = tool("gzip -c", data);

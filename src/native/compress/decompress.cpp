@@ -6,6 +6,7 @@
 #include <isa-l/igzip_lib.h>
 #include <lzma.h>
 #include <zstd.h>
+#include <zstd_errors.h>
 
 #include <algorithm>
 #include <cstring>
@@ -145,7 +146,9 @@ class GzipDecompressor final : public Decompressor {
 class ZstdDecompressor final : public Decompressor {
  public:
   ZstdDecompressor() : ds_(ZSTD_createDStream()), out_(ZSTD_DStreamOutSize() * 2) {
-    ZSTD_DCtx_setParameter(ds_, ZSTD_d_windowLogMax, 30);
+    // Go's zstd reader refuses frames that need a window over 512 MiB ("window size
+    // exceeded"); so do we, and so a few bytes of header cannot make us allocate 1 GiB+.
+    ZSTD_DCtx_setParameter(ds_, ZSTD_d_windowLogMax, 29);
   }
   ~ZstdDecompressor() override { ZSTD_freeDStream(ds_); }
 
@@ -160,7 +163,11 @@ class ZstdDecompressor final : public Decompressor {
       ZSTD_outBuffer ob{dst, room, 0};
       const size_t in_before = ib.pos;
       size_t r = ZSTD_decompressStream(ds_, &ob, &ib);
-      if (ZSTD_isError(r)) throw ArchiveError(std::string("zstd: ") + ZSTD_getErrorName(r));
+      if (ZSTD_isError(r)) {
+        if (ZSTD_getErrorCode(r) == ZSTD_error_frameParameter_windowTooLarge)
+          throw ArchiveError("window size exceeded");  // Go's text
+        throw ArchiveError(std::string("zstd: ") + ZSTD_getErrorName(r));
+      }
       if (ob.pos) {
         if (span != nullptr)
           span->commit(ob.pos);
