@@ -5,7 +5,7 @@
 // times and a single link, the layer is still the same directory, and no inode in the
 // layer has a hard link outside it. The first byte picks vfs or overlay whiteouts (bit 0),
 // write-behind (bit 1) and, for an uncompressed input, valid checksums in every block
-// (bit 2, see fuzz_tar_util.h). Only ArchiveError, PathError and FileError/system_error may come out.
+// (bit 2, see fuzz_util.h). Only ArchiveError, PathError and FileError/system_error may come out.
 //
 // The parent is /dev/shm/layerstore-fuzz-apply (tmpfs), a fixed path so that seeds can
 // hold absolute symlinks aimed at it; a second process at once gets "<path>-<pid>".
@@ -36,7 +36,7 @@
 #include "tar/errors.h"
 #include "tar/reader.h"
 
-#include "fuzz_tar_util.h"
+#include "fuzz_util.h"
 
 using namespace layerstore;
 

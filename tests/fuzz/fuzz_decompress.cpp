@@ -13,24 +13,13 @@
 #include "compress/decompress.h"
 #include "tar/errors.h"
 
+#include "fuzz_util.h"
+
 using namespace layerstore;
 
 namespace {
 
 constexpr uint64_t kCap = 8 << 20;
-struct CapReached {};
-
-// Counts output and stops the decompression once kCap bytes came out.
-class CappedSink : public ByteSink {
- public:
-  void write(const uint8_t* p, size_t n) override {
-    if (n > 0) sum += p[0] + p[n - 1];  // touch the bytes
-    total += n;
-    if (total > kCap) throw CapReached{};
-  }
-  uint64_t total = 0;
-  unsigned sum = 0;
-};
 
 const Compression kFormats[] = {Compression::kGzip, Compression::kZstd, Compression::kBzip2,
                                 Compression::kXz};
@@ -47,7 +36,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if ((mode & 0x0c) == 0) {
       // Push: fed in pieces whose size comes from the mode byte.
       std::unique_ptr<Decompressor> d = Decompressor::create(c);
-      CappedSink out;
+      CappedSink out(kCap);
       const size_t piece = size_t{1} << ((mode >> 4) & 15);
       for (size_t off = 0; off < size; off += piece)
         d->feed(data + off, std::min(piece, size - off), out);

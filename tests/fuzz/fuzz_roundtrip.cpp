@@ -1,6 +1,6 @@
 // libFuzzer: disassemble -> assemble round trip. Any input the disassembler accepts to its
 // end (as a tar, entries read or left unread as the first byte says; every block is given a
-// valid checksum first, see fuzz_tar_util.h) must come back byte
+// valid checksum first, see fuzz_util.h) must come back byte
 // for byte from assemble() of its tar-split stream with the entries' own data as the
 // files (served from memory, as the layer's files would be). Sparse entries are exempt:
 // their CRC covers the expanded data, as in Go's tar-split (SPEC.md).
@@ -21,7 +21,7 @@
 #include "tarsplit/disassembler.h"
 #include "tarsplit/packer.h"
 
-#include "fuzz_tar_util.h"
+#include "fuzz_util.h"
 
 using namespace layerstore;
 

@@ -1,5 +1,5 @@
 // libFuzzer: the tar reader over arbitrary bytes (after a mode byte: bit 0 gives every block
-// a valid checksum first, see fuzz_tar_util.h). Every header is read and all of its data
+// a valid checksum first, see fuzz_util.h). Every header is read and all of its data
 // (alternating read() and the zero-copy read_view()), then the rest of the stream. Only
 // ArchiveError may come out; and for an archive read to its end, raw + data must give the
 // input back byte for byte unless an entry was sparse (its data is expanded).
@@ -12,7 +12,7 @@
 #include "tar/errors.h"
 #include "tar/reader.h"
 
-#include "fuzz_tar_util.h"
+#include "fuzz_util.h"
 
 using namespace layerstore;
 

@@ -17,22 +17,13 @@
 #include "tar/errors.h"
 #include "tarsplit/assembler.h"
 
+#include "fuzz_util.h"
+
 using namespace layerstore;
 
 namespace {
 
 constexpr uint64_t kCap = 64 << 20;
-struct CapReached {};
-
-class CappedSink : public ByteSink {
- public:
-  void write(const uint8_t* p, size_t n) override {
-    (void)p;
-    total += n;
-    if (total > kCap) throw CapReached{};
-  }
-  uint64_t total = 0;
-};
 
 void put(const std::string& path, const std::string& content) {
   FILE* f = std::fopen(path.c_str(), "wb");
@@ -82,7 +73,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string gz = (mode & 1) ? gzip(data, size) : std::string(reinterpret_cast<const char*>(data), size);
   MemorySource src(gz.data(), gz.size());
   RootsFileGetter files({files_dir()});
-  CappedSink out;
+  CappedSink out(kCap);
   try {
     assemble(src, files, out, (mode & 2) ? 2 : 1);
   } catch (const ArchiveError&) {

@@ -1,12 +1,33 @@
-// Shared by the tar harnesses: give every 512-byte block of a would-be tar a valid header
+// Shared by the harnesses. The tar ones: give every 512-byte block of a would-be tar a valid header
 // checksum, so that mutated headers get past the checksum to the parser behind it. Headers
 // always start at multiples of 512 (data and extended headers are padded), so fixing every
 // non-zero block covers them all; data blocks just get 8 different bytes.
 #pragma once
 
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <string>
+
+#include "compress/byte_io.h"
+
+// Counts the output it is given (touching the bytes) and throws CapReached once more than
+// `cap` bytes came out: harnesses stop a bomb's output there.
+struct CapReached {};
+class CappedSink : public layerstore::ByteSink {
+ public:
+  explicit CappedSink(uint64_t cap) : cap_(cap) {}
+  void write(const uint8_t* p, size_t n) override {
+    if (n > 0) sum += p[0] + p[n - 1];
+    total += n;
+    if (total > cap_) throw CapReached{};
+  }
+  uint64_t total = 0;
+  unsigned sum = 0;
+
+ private:
+  uint64_t cap_;
+};
 
 inline void fix_tar_checksums(std::string& tar) {
   static const char kZero[512] = {};
