@@ -70,7 +70,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const uint8_t mode = data[0];
   ++data;
   --size;
-  std::string gz = (mode & 1) ? gzip(data, size) : std::string(reinterpret_cast<const char*>(data), size);
+  std::string gz = (mode & 1) ? gzip(data, size)
+                               : std::string(reinterpret_cast<const char*>(data), size);
   MemorySource src(gz.data(), gz.size());
   RootsFileGetter files({files_dir()});
   CappedSink out(kCap);
