@@ -22,6 +22,7 @@ import time
 
 from layerstore.errors import CorruptStore
 from layerstore.idtools import IDMap
+from layerstore.lazy_re import lazy_re
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
@@ -99,27 +100,13 @@ INCOMPLETE_FLAG: Final = "incomplete"
 # ---------------------------------------------------------------------------------------
 # time: Go's RFC3339Nano
 
-# Regular expressions are compiled on first use (``_lazy_re``): compiling them all costs
-# a short CLI call more than a millisecond, and most calls need none of them.
+# Regular expressions are compiled on first use (``lazy_re``).
 
 
-def _lazy_re(pattern: str) -> Callable[[], re.Pattern[str]]:
-    compiled: list[re.Pattern[str]] = []
-
-    def get() -> re.Pattern[str]:
-        if not compiled:
-            import re
-
-            compiled.append(re.compile(pattern))
-        return compiled[0]
-
-    return get
-
-
-_created_re: Final = _lazy_re(
+_created_re: Final = lazy_re(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d+))?([Zz]|[+-]\d{2}:\d{2})\Z"
 )
-_canonical_created_re: Final = _lazy_re(
+_canonical_created_re: Final = lazy_re(
     r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{0,8}[1-9])?(?:Z|[+-]\d\d:\d\d)\Z"
 )
 _EPOCH_ORDINAL: Final = 719163  # datetime(1970, 1, 1).toordinal()
@@ -229,8 +216,8 @@ def now_created() -> tuple[str, int]:
 # ---------------------------------------------------------------------------------------
 # encoding: Go's encoding/json (json-iterator, standard-library compatible)
 
-_bf_re: Final = _lazy_re(r"(\\\\)|\\([bf])")
-_surrogate_re: Final = _lazy_re("[\ud800-\udfff]")
+_bf_re: Final = lazy_re(r"(\\\\)|\\([bf])")
+_surrogate_re: Final = lazy_re("[\ud800-\udfff]")
 
 
 def _bf_sub(m: re.Match[str]) -> str:
@@ -456,12 +443,12 @@ def _file_pattern(js: str) -> str:
     return r"(?a)\[(?:" + record + r"(?:,|\]\Z))++"
 
 
-_canonical_file_re: Final = _lazy_re(_file_pattern(_JS))
+_canonical_file_re: Final = lazy_re(_file_pattern(_JS))
 # For a text without ``\``, ``<``, ``>`` or ``&`` (the decoder has already refused raw
 # control characters in strings), _JS matches exactly what ``"[^"]++"`` does, which the
 # regular expression engine scans several times faster.
 _PLAIN_STRING_CHARS: Final = ("\\", "<", ">", "&")
-_plain_file_re: Final = _lazy_re(_file_pattern(r'"[^"]++"'))
+_plain_file_re: Final = lazy_re(_file_pattern(r'"[^"]++"'))
 
 
 class SourceText:

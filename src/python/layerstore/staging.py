@@ -21,7 +21,7 @@ from __future__ import annotations
 import errno
 import os
 
-from layerstore.drivers.base import remove_tree
+from layerstore.drivers.base import make_temp_dir, remove_tree
 from layerstore.staging_prune import (
     STAGING_DIR,
     STAGING_LOCK,
@@ -139,7 +139,7 @@ class StagingDir:
         for _ in range(100):
             os.makedirs(root, mode=0o700, exist_ok=True)
             try:
-                path = _make_temp_dir(root)
+                path = make_temp_dir(root, "tmp")
             except FileNotFoundError:  # the (empty) root was removed meanwhile
                 continue
             fresh = os.path.join(path, "." + STAGING_LOCK)
@@ -189,19 +189,6 @@ class StagingDir:
 
 
 _by_target: dict[str, StagingDir] = {}
-
-
-def _make_temp_dir(root: str) -> str:
-    """``tempfile.mkdtemp(dir=root)`` (mode 0700, a fresh random name) without
-    importing tempfile."""
-    for _ in range(100):
-        path = os.path.join(root, "tmp" + os.urandom(6).hex())
-        try:
-            os.mkdir(path, 0o700)
-            return path
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, "no unused staging directory name", root)
 
 
 def new_staging(

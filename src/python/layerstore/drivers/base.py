@@ -7,6 +7,7 @@ short CLI call should not pay for — and is reachable here as ``Driver`` too.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import sys
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
 else:  # the same records without importing dataclasses (slow to import)
     from layerstore._dataclass import dataclass
 
-__all__ = ["Driver", "MountOptions", "exchange_paths", "remove_tree"]
+__all__ = ["Driver", "MountOptions", "exchange_paths", "make_temp_dir", "remove_tree"]
 
 
 def __getattr__(name: str) -> Any:
@@ -62,6 +63,19 @@ def exchange_paths(a: str, b: str) -> None:
     ):
         err = ctypes.get_errno()
         raise OSError(err, f"exchanging {a!r} and {b!r}: {os.strerror(err)}", b)
+
+
+def make_temp_dir(directory: str, prefix: str) -> str:
+    """``tempfile.mkdtemp(prefix=prefix, dir=directory)`` (mode 0700, a fresh random
+    name) without importing tempfile."""
+    for _ in range(100):
+        path = os.path.join(directory, prefix + os.urandom(6).hex())
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary directory name", directory)
 
 
 def remove_tree(path: str) -> None:

@@ -41,10 +41,11 @@ import errno
 import os
 import stat
 
-from layerstore.drivers.base import MountOptions, remove_tree
+from layerstore.drivers.base import MountOptions, make_temp_dir, remove_tree
 from layerstore.drivers.vfs import _IDRemapper, parse_bool
 from layerstore.errors import InvalidOption, LayerUnknown, NotSupported
 from layerstore.idtools import mapped_root
+from layerstore.lazy_re import lazy_re
 
 # Import cost: opening an overlay store is a short CLI call's work, so what only some
 # calls need (logging, re, threading, base64, secrets, shutil, tempfile, typing,
@@ -52,8 +53,7 @@ from layerstore.idtools import mapped_root
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing
 if TYPE_CHECKING:
     import logging
-    import re
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Mapping, Sequence
     from typing import IO, Any, Final
 
     from layerstore.idtools import IDMap
@@ -79,20 +79,6 @@ class _LazyLogger:
 
 
 log: logging.Logger = _LazyLogger()  # type: ignore[assignment]
-
-
-def _lazy_re(pattern: str) -> Callable[[], re.Pattern[str]]:
-    """A regular expression compiled (and re imported) on first use."""
-    compiled: list[re.Pattern[str]] = []
-
-    def get() -> re.Pattern[str]:
-        if not compiled:
-            import re
-
-            compiled.append(re.compile(pattern))
-        return compiled[0]
-
-    return get
 
 
 LINK_DIR: Final = "l"
@@ -205,9 +191,9 @@ _CLONE_FS: Final = 0x200
 _MS_BIND: Final = 0x1000
 _MS_PRIVATE: Final = 1 << 18
 
-_HEX64: Final = _lazy_re(r"[0-9a-fA-F]{64}")
-_RAM_SIZE: Final = _lazy_re(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
-_MOUNTINFO_ESCAPE: Final = _lazy_re(r"\\([0-7]{3})")
+_HEX64: Final = lazy_re(r"[0-9a-fA-F]{64}")
+_RAM_SIZE: Final = lazy_re(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
+_MOUNTINFO_ESCAPE: Final = lazy_re(r"\\([0-7]{3})")
 
 # ---------------------------------------------------------------------------------------
 # system calls the os module lacks
@@ -477,22 +463,10 @@ _libc.closedir.restype = ctypes.c_int
 _DT_UNKNOWN: Final = 0
 
 
-def _make_temp_dir(directory: str, prefix: str) -> str:
-    """``tempfile.mkdtemp(prefix=prefix, dir=directory)`` without importing tempfile."""
-    for _ in range(100):
-        path = os.path.join(directory, prefix + os.urandom(6).hex())
-        try:
-            os.mkdir(path, 0o700)
-            return path
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, "no unused temporary directory name", directory)
-
-
 def _supports_d_type(directory: str) -> bool:
     """Go's ``fsutils.SupportsDType``: readdir in a fresh dir under ``directory`` fills
     ``d_type`` (XFS formatted with ftype=0 does not, and overlay needs it)."""
-    probe = _make_temp_dir(directory, "d_type-")
+    probe = make_temp_dir(directory, "d_type-")
     try:
         open(os.path.join(probe, "f"), "wb").close()
         handle = _libc.opendir(os.fsencode(probe))
